@@ -1,0 +1,127 @@
+"""The ``transcoders`` command: one thin subcommand per user task.
+
+Library code raises :class:`~transcoders.errors.TranscodersError`; here it becomes a
+one-line ``error: …`` message and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from dataclasses import MISSING, fields
+
+from ..errors import TranscodersError
+
+EPILOG = textwrap.dedent(
+    """\
+    examples:
+      transcoders train                                # 8x TopK transcoder on layer 6 of the default model, 2M tokens
+      transcoders train --layers 6 --activation relu --l1 3e-3 --out runs/relu6
+      transcoders train --layers all --tokens 1000000 --out runs/set   # one transcoder per layer, one model pass
+      transcoders train --resume runs/transcoder       # continue an interrupted run
+      transcoders eval runs/transcoder                 # L0, FVU, CE clean/spliced/ablated, KL
+    """
+)
+
+
+def add_dataclass_args(p: argparse.ArgumentParser, cls, skip: set[str] = frozenset()) -> None:
+    """One ``--flag`` per dataclass field, with its type, default and help."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default if f.default is not MISSING else None
+        kw = {"default": default, "help": f"{f.metadata.get('help', '')} (default: %(default)s)"}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        typ = type(default) if default is not None else str
+        p.add_argument("--" + f.name.replace("_", "-"), type=typ, dest=f.name, **kw)
+
+
+def _train(ns: argparse.Namespace) -> int:
+    from ..training import TrainConfig, read_train_config, train
+
+    if ns.resume:
+        cfg = read_train_config(ns.resume)
+        cfg.out = ns.resume
+        train(cfg, resume=True, progress=not ns.quiet)
+        out = ns.resume
+    else:
+        cfg = TrainConfig(**{f.name: getattr(ns, f.name) for f in fields(TrainConfig)})
+        train(cfg, overwrite=ns.overwrite, progress=not ns.quiet)
+        out = cfg.out
+    print(f"done: {out}  (evaluate with `transcoders eval {out}`)")
+    return 0
+
+
+def _eval(ns: argparse.Namespace) -> int:
+    from ..evaluation import evaluate, format_table
+
+    if ns.threads:
+        import torch
+
+        torch.set_num_threads(ns.threads)
+    res = evaluate(ns.runs, corpus=ns.corpus, text_column=ns.text_column, tokens=ns.tokens, batch=ns.batch, progress=not ns.quiet)
+    print(format_table(res))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..training import TrainConfig
+
+    p = argparse.ArgumentParser(
+        prog="transcoders",
+        description="Train and evaluate transcoders: sparse, readable replacements for a language model's MLP layers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train one transcoder (or SAE) per layer from a single model pass",
+        description="Harvest (MLP input, MLP output) pairs from a model on a corpus and train a sparse dictionary per layer. "
+        "Writes a run folder (config.json + weights.safetensors); checkpoints are atomic, so a killed run resumes with --resume.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataclass_args(t, TrainConfig)
+    t.add_argument("--resume", metavar="RUN", default="", help="continue the interrupted run in folder RUN with its saved settings")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser(
+        "eval",
+        help="L0, FVU, CE loss clean/spliced/mean-/zero-ablated, KL on held-out text",
+        description="Evaluate run folders on the held-out split (text training never saw). Several runs are spliced in together. "
+        "Prints a table and writes metrics.json into each run folder.",
+    )
+    e.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s), or a set folder holding layer_NN/ runs")
+    e.add_argument("--corpus", default="default", help="held-out text from this corpus (default: %(default)s)")
+    e.add_argument("--text-column", default="text", dest="text_column", help="text column for .jsonl/.parquet/HF corpora")
+    e.add_argument("--tokens", type=int, default=32768, help="held-out tokens to evaluate on (default: %(default)s)")
+    e.add_argument("--batch", type=int, default=8, help="contexts per forward pass (default: %(default)s)")
+    e.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=_eval)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns)
+    except TranscodersError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; continue with `transcoders train --resume RUN`", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:  # pragma: no cover - console script
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

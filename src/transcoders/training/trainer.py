@@ -1,0 +1,340 @@
+"""Train one dictionary per layer from a single stream of model activations.
+
+The loop is plain on purpose: fetch a batch (all layers), one Adam step per layer,
+log, checkpoint. Everything that decides *which* batch comes next lives in
+:class:`~transcoders.data.activations.ActivationSource`; everything that must survive
+a SIGKILL lives in one atomically written ``checkpoint.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+from tqdm.auto import tqdm
+
+from ..data.activations import ActivationSource, hook_names
+from ..dictionary import Dictionary, DictionaryConfig, save_dictionary
+from ..errors import CheckpointError, RunExistsError, TrainingDivergedError
+from ..paths import atomic_write_bytes, atomic_write_json
+from .config import TrainConfig, parse_layers
+
+TRAIN_CONFIG_FILE = "train_config.json"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+LOG_FILE = "train_log.jsonl"
+
+
+# ------------------------------------------------------------------ schedules
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, constant, linear decay to 0 over the last ``lr_decay`` of steps."""
+    warm = max(1, int(cfg.lr_warmup * total))
+    decay = int(cfg.lr_decay * total)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if decay and step >= total - decay:
+        return cfg.lr * max(0.0, (total - step) / decay)
+    return cfg.lr
+
+
+def l1_at(step: int, total: int, cfg: TrainConfig) -> float:
+    warm = int(cfg.l1_warmup * total)
+    return cfg.l1 * min(1.0, (step + 1) / warm) if warm else cfg.l1
+
+
+# ------------------------------------------------------------- per-layer state
+@dataclass
+class LayerState:
+    """A dictionary being trained on one layer, in normalised units, and its bookkeeping."""
+
+    layer: int
+    dictionary: Dictionary
+    optimizer: torch.optim.Adam
+    in_scale: float = 1.0  # x_normalised = x * in_scale  (mean squared norm 1)
+    out_scale: float = 1.0
+    since_fired: torch.Tensor = field(default=None)  # [width] tokens since each feature last fired
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, l1: float, cfg: TrainConfig) -> dict[str, float]:
+        d = self.dictionary
+        x = x * self.in_scale
+        y = y * self.out_scale
+        y_hat, enc = d.forward_sparse(x)
+        err = y - y_hat
+        mse = err.pow(2).sum(-1).mean()
+        loss = mse
+        stats = {}
+        if cfg.activation == "relu":
+            sparsity = (enc.dense * d.W_dec.norm(dim=1)).sum(-1).mean()
+            loss = loss + l1 * sparsity
+        dead = self.since_fired >= cfg.dead_tokens
+        if cfg.activation == "topk" and cfg.auxk_alpha > 0 and dead.any():
+            loss = loss + cfg.auxk_alpha * self._auxk_loss(enc.pre, err.detach(), dead)
+        if not torch.isfinite(loss):
+            raise TrainingDivergedError(
+                f"layer {self.layer}: the loss became {loss.item()} : lower --lr (now {cfg.lr:g})"
+                + (f" or --l1 (now {cfg.l1:g})" if cfg.activation == "relu" else "")
+                + "; the last checkpoint is kept, so `--resume` after changing nothing will hit this again"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self.since_fired += x.shape[0]
+            self.since_fired[enc.fired(d.width)] = 0
+            total_var = (y - y.mean(0)).pow(2).sum()
+            stats = {
+                "loss": loss.item(),
+                "fvu": (err.pow(2).sum() / total_var).item(),
+                "l0": enc.l0().float().mean().item(),
+                "dead": dead.float().mean().item(),
+            }
+        return stats
+
+    def _auxk_loss(self, pre: torch.Tensor, err: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+        """Reconstruct the residual error from the top dead features (Gao et al. 2024), normalised by its variance."""
+        d = self.dictionary
+        n_dead = int(dead.sum())
+        k_aux = min(d.cfg.d_out // 2, n_dead)
+        vals, idx = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
+        err_hat = F.embedding_bag(idx, d.W_dec, per_sample_weights=F.relu(vals), mode="sum")
+        scale = min(n_dead / k_aux, 1.0)
+        return scale * (err - err_hat).pow(2).sum() / (err - err.mean(0)).pow(2).sum().clamp_min(1e-12)
+
+
+# ------------------------------------------------------------------ the trainer
+class Trainer:
+    def __init__(self, cfg: TrainConfig, lm, source: ActivationSource, layers: list[int], out: Path):
+        self.cfg = cfg
+        self.lm = lm
+        self.source = source
+        self.layers = layers
+        self.out = out
+        self.total_steps = max(1, cfg.tokens // cfg.batch_size)
+        self.step = 0
+        self.chunk = 0
+        self.batch = 0
+        self.states: dict[int, LayerState] = {}
+
+    # paths
+    def run_dir(self, layer: int) -> Path:
+        return self.out if len(self.layers) == 1 else self.out / f"layer_{layer:02d}"
+
+    def dictionary_config(self, layer: int) -> DictionaryConfig:
+        a = self.lm.adapter
+        width = self.cfg.width or self.cfg.expansion * a.d_model
+        hin, hout = hook_names(layer)
+        if self.cfg.kind == "sae":
+            hin = hout
+        return DictionaryConfig(
+            d_in=a.d_model, d_out=a.d_model, width=width, kind=self.cfg.kind,
+            activation=self.cfg.activation, k=self.cfg.k if self.cfg.activation == "topk" else None,
+            model=self.lm.name, model_type=self.lm.model.config.model_type, layer=layer,
+            hook_in=hin, hook_out=hout,
+        )
+
+    def _new_state(self, layer: int) -> LayerState:
+        dcfg = self.dictionary_config(layer)
+        g = torch.Generator().manual_seed(self.cfg.seed * 1000 + layer)
+        d = Dictionary(dcfg, device=self.cfg.device)
+        d.reset_parameters(generator=g)
+        opt = torch.optim.Adam(d.parameters(), lr=self.cfg.lr, betas=(0.9, 0.999))
+        return LayerState(layer, d, opt, since_fired=torch.zeros(dcfg.width, dtype=torch.long))
+
+    @torch.no_grad()
+    def _init_from_data(self, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Scales to unit mean squared norm; b_dec = mean target; encoder centred on the mean input."""
+        for layer, st in self.states.items():
+            x, y = pairs[layer]
+            if self.cfg.kind == "sae":
+                x = y
+            x, y = x[:65536].float(), y[:65536].float()
+            st.in_scale = float(1.0 / x.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
+            st.out_scale = float(1.0 / y.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
+            d = st.dictionary
+            d.b_dec.copy_((y * st.out_scale).mean(0))
+            d.b_enc.copy_(-(x * st.in_scale).mean(0) @ d.W_enc.T)
+
+    # --------------------------------------------------------------- checkpoint
+    def save_checkpoint(self) -> None:
+        tensors: dict[str, torch.Tensor] = {}
+        meta = {"step": self.step, "chunk": self.chunk, "batch": self.batch, "layers": {}}
+        for layer, st in self.states.items():
+            for k, v in st.dictionary.state_dict().items():
+                tensors[f"{layer}/dict/{k}"] = v.detach().cpu().contiguous()
+            for i, (name, p) in enumerate(st.dictionary.named_parameters()):
+                s = st.optimizer.state.get(p)
+                if s:
+                    tensors[f"{layer}/adam/{name}/exp_avg"] = s["exp_avg"].contiguous()
+                    tensors[f"{layer}/adam/{name}/exp_avg_sq"] = s["exp_avg_sq"].contiguous()
+                    tensors[f"{layer}/adam/{name}/step"] = torch.as_tensor(s["step"]).reshape(1).float()
+            tensors[f"{layer}/since_fired"] = st.since_fired.clone()
+            meta["layers"][str(layer)] = {"in_scale": st.in_scale, "out_scale": st.out_scale}
+        atomic_write_bytes(self.out / CHECKPOINT_FILE, save(tensors, metadata={"state": json.dumps(meta)}))
+
+    def load_checkpoint(self) -> bool:
+        path = self.out / CHECKPOINT_FILE
+        if not path.exists():
+            return False
+        try:
+            tensors = load_file(str(path))
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads(f.metadata()["state"])
+        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]}): delete it to restart the run from scratch") from None
+        if set(meta["layers"]) != {str(l) for l in self.layers}:
+            raise CheckpointError(f"{path} holds layers {sorted(meta['layers'])}, but the run trains {self.layers}")
+        self.step, self.chunk, self.batch = meta["step"], meta["chunk"], meta["batch"]
+        for layer, st in self.states.items():
+            sd = {k.split("/", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{layer}/dict/")}
+            try:
+                st.dictionary.load_state_dict(sd)
+            except RuntimeError as e:
+                raise CheckpointError(f"{path} does not fit this run's dictionary ({str(e).splitlines()[0][:120]})") from None
+            for name, p in st.dictionary.named_parameters():
+                key = f"{layer}/adam/{name}"
+                if f"{key}/exp_avg" in tensors:
+                    st.optimizer.state[p] = {
+                        "step": tensors[f"{key}/step"].reshape(()).clone(),
+                        "exp_avg": tensors[f"{key}/exp_avg"],
+                        "exp_avg_sq": tensors[f"{key}/exp_avg_sq"],
+                    }
+            st.since_fired = tensors[f"{layer}/since_fired"].clone()
+            st.in_scale = meta["layers"][str(layer)]["in_scale"]
+            st.out_scale = meta["layers"][str(layer)]["out_scale"]
+        return True
+
+    # --------------------------------------------------------------------- run
+    def run(self, progress: bool = True) -> list[Path]:
+        for layer in self.layers:
+            self.states[layer] = self._new_state(layer)
+        resumed = self.load_checkpoint()
+        batches = self.source.batches(self.cfg.batch_size, self.chunk, self.batch)
+        if not resumed:
+            c, b, first = next(batches)
+            self._init_from_data(first)
+            batches = _chain_first((c, b, first), batches)
+        bar = tqdm(total=self.total_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
+                   unit="tok", unit_scale=True, disable=not progress, desc=f"train L{','.join(map(str, self.layers))}",
+                   dynamic_ncols=True, mininterval=1.0)
+        log = open(self.out / LOG_FILE, "a")
+        t_last = time.time()
+        try:
+            while self.step < self.total_steps:
+                c, b, pairs = next(batches)
+                lr = lr_at(self.step, self.total_steps, self.cfg)
+                l1 = l1_at(self.step, self.total_steps, self.cfg)
+                stats = {}
+                for layer, st in self.states.items():
+                    x, y = pairs[layer]
+                    if self.cfg.kind == "sae":
+                        x = y
+                    stats[layer] = st.step(x, y, lr, l1, self.cfg)
+                self.step += 1
+                # the position of the *next* batch, which is where a resume must start
+                self.chunk, self.batch = c, b + 1
+                bar.update(self.cfg.batch_size)
+                if self.step % 10 == 0 or self.step == self.total_steps:
+                    mean = {k: sum(s[k] for s in stats.values()) / len(stats) for k in ("l0", "fvu", "dead")}
+                    bar.set_postfix(L0=f"{mean['l0']:.1f}", FVU=f"{mean['fvu']:.3f}", dead=f"{mean['dead']:.1%}", refresh=False)
+                if self.step % 50 == 0 or self.step == self.total_steps:
+                    now = time.time()
+                    log.write(json.dumps({"step": self.step, "lr": lr, "l1": l1, "sec": round(now - t_last, 3),
+                                          "layers": {str(k): v for k, v in stats.items()}}) + "\n")
+                    log.flush()
+                    t_last = now
+                if self.step % self.cfg.checkpoint_every == 0 and self.step < self.total_steps:
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            log.close()
+        return self.finish()
+
+    def finish(self) -> list[Path]:
+        """Fold the normalisation into the weights and write each run folder's config + weights."""
+        self.save_checkpoint()  # so a kill during the final writes still resumes to the same result
+        dirs = []
+        for layer, st in self.states.items():
+            d = Dictionary(st.dictionary.cfg, device="cpu")
+            d.load_state_dict(st.dictionary.state_dict())
+            d.fold_scales(st.in_scale, st.out_scale)
+            rd = self.run_dir(layer)
+            save_dictionary(d, rd)
+            dirs.append(rd)
+        (self.out / CHECKPOINT_FILE).unlink(missing_ok=True)
+        return dirs
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest
+
+
+# ------------------------------------------------------------------ entry point
+def prepare_out(cfg: TrainConfig, *, overwrite: bool) -> Path:
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise RunExistsError(f"{out} already exists: pass --resume {out} to continue it, --overwrite to replace it, or choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / TRAIN_CONFIG_FILE, cfg.to_dict())
+    return out
+
+
+def read_train_config(out: Path) -> TrainConfig:
+    path = Path(out) / TRAIN_CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{out} is not a training run (no {TRAIN_CONFIG_FILE}): start one with `transcoders train --out {out}`")
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e}): start the run again with --overwrite") from None
+
+
+def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, lm=None) -> list[Path]:
+    """Train per ``cfg``; returns the run folders written. ``resume`` continues ``cfg.out``."""
+    from ..data.packing import load_split
+    from ..models import load_model
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    if resume:
+        if not (out / CHECKPOINT_FILE).exists() and _finished_dirs(out):
+            print(f"{out} is already finished; nothing to resume")
+            return _finished_dirs(out)
+    else:
+        out = prepare_out(cfg, overwrite=overwrite)
+    dtype = getattr(torch, cfg.dtype)
+    lm = lm or load_model(cfg.model, dtype=dtype, device=cfg.device)
+    layers = parse_layers(cfg.layers, lm.adapter.n_layers)
+    for layer in layers:
+        lm.adapter.check_layer(layer)
+    if lm.tokenizer is None:
+        from ..errors import ModelError
+
+        raise ModelError(f"model {cfg.model!r} has no tokenizer: add tokenizer files to the folder")
+    n_ctx = math.ceil(cfg.tokens * 1.1 / cfg.ctx_len) + 8
+    contexts = load_split(cfg.corpus, lm.tokenizer, "train", ctx_len=cfg.ctx_len, max_tokens=n_ctx * cfg.ctx_len,
+                          text_column=cfg.text_column, seed=cfg.seed)
+    source = ActivationSource(lm, contexts, layers, chunk_contexts=max(1, cfg.chunk_tokens // cfg.ctx_len),
+                              forward_batch=cfg.forward_batch, seed=cfg.seed, cache_dir=cfg.cache_activations or None)
+    trainer = Trainer(cfg, lm, source, layers, out)
+    return trainer.run(progress=progress)
+
+
+def _finished_dirs(out: Path) -> list[Path]:
+    if (out / "config.json").exists():
+        return [out]
+    return sorted(p for p in out.glob("layer_*") if (p / "config.json").exists())
