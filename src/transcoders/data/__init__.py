@@ -1,0 +1,23 @@
+"""Corpora, tokenising and packing, the held-out eval split, and (in ``activations``) the activation source."""
+
+from transcoders.data.corpus import (
+    DEFAULT_CORPUS_PIP,
+    Document,
+    is_eval_document,
+    iter_documents,
+    iter_split,
+)
+from transcoders.data.packing import Contexts, bos_token_id, iter_contexts, load_split, pack_contexts
+
+__all__ = [
+    "DEFAULT_CORPUS_PIP",
+    "Contexts",
+    "Document",
+    "bos_token_id",
+    "is_eval_document",
+    "iter_contexts",
+    "iter_documents",
+    "iter_split",
+    "load_split",
+    "pack_contexts",
+]

@@ -17,14 +17,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from safetensors.torch import load_file, save
 
 from ..errors import CheckpointError
 from ..paths import atomic_write_bytes, atomic_write_json
-from .packing import Contexts
+
+if TYPE_CHECKING:
+    from .packing import Contexts
 
 CACHE_META = "meta.json"
 

@@ -1,0 +1,111 @@
+"""Throughput of harvesting and training, against this machine's measured fp32 matmul peak.
+
+    .venv/bin/python bench/throughput.py [--layer 6] [--tokens 65536] [--width 4608] [--threads 0]
+
+Prints, in one run (so the figures share the machine's current load):
+  * fp32 matmul GFLOP/s for the shapes that matter (the best one is "the peak");
+  * (a) activation harvest on the default model up to --layer: tokens/s and fraction of peak;
+  * (b) training a --width transcoder (TopK k=32, and ReLU + L1) on those activations:
+        tokens/s and fraction of peak (useful FLOPs only: the work a dense implementation
+        of the same maths must do, counted below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def matmul_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        reps += 1
+    return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layer", type=int, default=6)
+    ap.add_argument("--tokens", type=int, default=65536, help="tokens harvested (and trained on, per activation)")
+    ap.add_argument("--width", type=int, default=4608)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from transcoders.data.activations import ActivationSource
+    from transcoders.data.packing import load_split
+    from transcoders.models import load_model
+    from transcoders.training import TrainConfig
+    from transcoders.training.trainer import LayerState, Trainer
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    lm = load_model("default")
+    a = lm.adapter
+    d, F_ = a.d_model, args.width
+    B = args.batch_size
+
+    # ---------------------------------------------------------------- peak
+    shapes = {"square 2048": (2048, 2048, 2048), f"encoder {B}x{d}x{F_}": (B, d, F_), f"enc-grad {d}x{B}x{F_}": (d, B, F_),
+              f"model 4096x{d}x{a.d_mlp}": (4096, d, a.d_mlp)}
+    gf = {name: matmul_gflops(*s) for name, s in shapes.items()}
+    peak = max(gf.values())
+    print("\nfp32 matmul GFLOP/s")
+    for name, v in gf.items():
+        print(f"  {name:<28} {v:8.1f}")
+    print(f"  peak (best of the above)     {peak:8.1f}")
+
+    # ------------------------------------------------------------- harvest
+    ctx = 128
+    contexts = load_split("default", lm.tokenizer, "train", ctx_len=ctx, max_tokens=args.tokens + 64 * ctx)
+    src = ActivationSource(lm, contexts, [args.layer], chunk_contexts=args.tokens // ctx, forward_batch=32)
+    tokens = src.chunk_tokens(0)
+    src.harvest(tokens[:32])  # warm-up
+    t0 = time.perf_counter()
+    pairs = src.harvest(tokens)
+    dt = time.perf_counter() - t0
+    n_tok = tokens.numel()
+    # FLOPs per token of layers 0..L: 2 x (weights of those layers) + attention scores/mixing (QK^T and AV, ~ctx/2 keys on average)
+    layer_params = sum(p.numel() for i in range(args.layer + 1) for p in a.layer(i).parameters())
+    attn = (args.layer + 1) * 2 * 2 * (ctx / 2) * a.n_heads * a.d_head
+    harvest_flop = n_tok * (2 * layer_params + attn)
+    h_tps = n_tok / dt
+    print(f"\n(a) harvest, default model, layers 0-{args.layer}, ctx {ctx}, batch 32 contexts")
+    print(f"  {h_tps:10.0f} tokens/s   {harvest_flop / dt / 1e9:7.1f} GFLOP/s   {harvest_flop / dt / 1e9 / peak:6.1%} of peak")
+
+    # -------------------------------------------------------------- training
+    x, y = pairs[args.layer]
+    n = x.shape[0] // B * B
+    print(f"\n(b) training on {n:,} harvested tokens, width {F_}, batch {B}")
+    for activation, useful in (("topk", 4 * d * F_), ("relu", 10 * d * F_)):
+        # topk: encoder forward 2dF + its weight gradient 2dF (decoder touches only k rows: negligible)
+        # relu: the same encoder 4dF + dense decoder forward 2Fd + gradients for W_dec and for z 4Fd
+        cfg = TrainConfig(activation=activation, k=args.k, width=F_, tokens=n, batch_size=B)
+        tr = Trainer(cfg, lm, None, [args.layer], out=None)
+        st: LayerState = tr._new_state(args.layer)
+        tr.states = {args.layer: st}
+        tr._init_from_data({args.layer: (x, y)})
+        st.step(x[:B], y[:B], cfg.lr, cfg.l1, cfg)  # warm-up
+        t0 = time.perf_counter()
+        stats = None
+        for s in range(0, n, B):
+            stats = st.step(x[s : s + B], y[s : s + B], cfg.lr, cfg.l1, cfg)
+        dt = time.perf_counter() - t0
+        tps = n / dt
+        print(f"  {activation:<5} {tps:10.0f} tokens/s   {useful * tps / 1e9:7.1f} GFLOP/s   {useful * tps / 1e9 / peak:6.1%} of peak"
+              f"   (last batch: L0 {stats['l0']:.1f}, FVU {stats['fvu']:.3f})")
+        if activation == "topk":
+            e2e = 1 / (1 / h_tps + 1 / tps)
+            print(f"  topk harvest + training, one after the other: {e2e:.0f} tokens/s end to end")
+
+
+if __name__ == "__main__":
+    main()

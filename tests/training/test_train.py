@@ -1,0 +1,116 @@
+"""Training on a tiny random model: it learns, it writes a valid run folder, it resumes exactly after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transcoders.dictionary import load_dictionary
+from transcoders.training import TrainConfig, train
+
+
+def cfg_for(model_dir, corpus, out, **kw):
+    base = dict(model=model_dir, corpus=corpus, layers="1", out=str(out), width=128, k=8, tokens=20480,
+                batch_size=256, lr=3e-3, ctx_len=32, chunk_tokens=4096, forward_batch=16, checkpoint_every=10,
+                dead_tokens=2048)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("activation", ["topk", "relu"])
+def test_training_learns_and_reloads(tiny_model_dir, tiny_corpus, tmp_path, activation):
+    from transcoders.data.activations import ActivationSource
+    from transcoders.data.packing import load_split
+    from transcoders.models import load_model
+
+    cfg = cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "run", activation=activation, l1=1e-3)
+    (run,) = train(cfg, progress=False)
+    assert (run / "config.json").exists() and (run / "weights.safetensors").exists()
+    assert not (run / "checkpoint.safetensors").exists()
+    d = load_dictionary(run)
+    assert d.cfg.layer == 1 and d.cfg.width == 128 and d.cfg.activation == activation
+    log = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines()]
+    fvu = [e["layers"]["1"]["fvu"] for e in log]
+    assert fvu[-1] < 0.5 * fvu[0] or fvu[-1] < 0.2, fvu  # it learned something
+    # The saved (scale-folded) dictionary works on raw activations of held-out text.
+    lm = load_model(tiny_model_dir)
+    ctx = load_split(tiny_corpus, lm.tokenizer, "eval", ctx_len=32, max_tokens=32 * 32)
+    src = ActivationSource(lm, ctx, [1], chunk_contexts=32)
+    x, y = src.harvest(ctx.tokens[:32])[1]
+    with torch.no_grad():
+        fvu_eval = ((y - d(x)).pow(2).sum() / (y - y.mean(0)).pow(2).sum()).item()
+        l0 = (d.encode(x) > 0).sum(-1).float().mean().item()
+    assert fvu_eval < 0.6
+    if activation == "topk":
+        assert l0 <= 8
+    assert x.shape[0] < 32 * 32  # special (BOS) positions were dropped
+
+
+def test_multi_layer_from_one_pass_writes_a_set(tiny_model_dir, tiny_corpus, tmp_path):
+    cfg = cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "set", layers="0-2", tokens=4096)
+    runs = train(cfg, progress=False)
+    assert [r.name for r in runs] == ["layer_00", "layer_01", "layer_02"]
+    assert [load_dictionary(r).cfg.layer for r in runs] == [0, 1, 2]
+
+
+def test_activation_cache_gives_the_same_result(tiny_model_dir, tiny_corpus, tmp_path):
+    cache = tmp_path / "acts"
+    a = train(cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "a", tokens=8192, cache_activations=str(cache)), progress=False)[0]
+    assert sorted(p.name for p in cache.glob("chunk_*.safetensors"))  # written on the first run
+    mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("chunk_*")}
+    b = train(cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "b", tokens=8192, cache_activations=str(cache)), progress=False)[0]
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("chunk_*")} == mtimes  # read, not re-harvested
+    wa, wb = load_file(str(a / "weights.safetensors")), load_file(str(b / "weights.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
+def _cli(*args, env=None):
+    return [sys.executable, "-m", "transcoders", *map(str, args)]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tiny_model_dir, tiny_corpus, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    common = ["--model", tiny_model_dir, "--corpus", tiny_corpus, "--layers", "1", "--width", "128", "--k", "8",
+              "--tokens", "61440", "--batch-size", "256", "--ctx-len", "32", "--chunk-tokens", "4096",
+              "--forward-batch", "16", "--checkpoint-every", "7", "--dead-tokens", "2048", "--quiet"]
+    # the uninterrupted reference
+    ref = tmp_path / "ref"
+    subprocess.run(_cli("train", *common, "--out", ref), check=True, env=env, capture_output=True, timeout=600)
+    # the same run, killed (SIGKILL) twice at checkpoints, then resumed to the end
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cli("train", *common, "--out", run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kills = 0
+    for attempt in range(2):
+        ck = run / "checkpoint.safetensors"
+        seen = ck.stat().st_mtime_ns if ck.exists() else None
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if ck.exists() and ck.stat().st_mtime_ns != seen:
+                time.sleep(0.05 * attempt)  # second kill lands between checkpoints
+                break
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        assert not (run / "config.json").exists(), "the run finished before it could be killed: make it longer"
+        if attempt == 0:
+            proc = subprocess.Popen(_cli("train", "--resume", run, "--quiet"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert kills == 2
+    res = subprocess.run(_cli("train", "--resume", run, "--quiet"), env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    wr, wk = load_file(str(ref / "weights.safetensors")), load_file(str(run / "weights.safetensors"))
+    assert wr.keys() == wk.keys()
+    for k in wr:
+        torch.testing.assert_close(wk[k], wr[k], rtol=1e-5, atol=1e-6)
+    # resuming a finished run is a no-op, not an error
+    again = subprocess.run(_cli("train", "--resume", run, "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already finished" in again.stdout
