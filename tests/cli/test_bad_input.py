@@ -25,7 +25,7 @@ def assert_one_line_error(code, err, *needles):
         assert n in lines[0], (n, lines[0])
 
 
-TINY = ["--width", "64", "--k", "4", "--tokens", "2048", "--batch-size", "256", "--ctx-len", "32",
+TINY = ["--layers", "1", "--width", "64", "--k", "4", "--tokens", "2048", "--batch-size", "256", "--ctx-len", "32",
         "--chunk-tokens", "2048", "--quiet"]
 
 
@@ -35,8 +35,7 @@ def test_unknown_model(capsys, tmp_path):
 
 
 def test_layer_out_of_range(capsys, tmp_path, tiny_model_dir, tiny_corpus):
-    code, _, err = run_main(capsys, "train", "--model", tiny_model_dir, "--corpus", tiny_corpus, "--layers", "7",
-                            "--out", tmp_path / "r", *TINY)
+    code, _, err = run_main(capsys, "train", "--model", tiny_model_dir, "--corpus", tiny_corpus, "--out", tmp_path / "r", *TINY, "--layers", "7")
     assert_one_line_error(code, err, "layer 7", "0-2")
 
 
