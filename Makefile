@@ -23,8 +23,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(VENV)/bin/transcoders train --model default --corpus default --layers 6 \
-		--out $(DEMO_RUN) --resume-or-new
+	if [ -d $(DEMO_RUN) ]; then $(VENV)/bin/transcoders train --resume $(DEMO_RUN); \
+	else $(VENV)/bin/transcoders train --model default --corpus default --layers 6 --out $(DEMO_RUN); fi
 	$(VENV)/bin/transcoders eval $(DEMO_RUN)
 
 test: install
