@@ -18,7 +18,7 @@ EPILOG = textwrap.dedent(
     """\
     examples:
       transcoders train                                # 8x TopK transcoder on layer 6 of the default model, 2M tokens
-      transcoders train --layers 6 --activation relu --l1 3e-3 --out runs/relu6
+      transcoders train --layers 6 --activation relu --l1 0.1 --out runs/relu6
       transcoders train --layers all --tokens 1000000 --out runs/set   # one transcoder per layer, one model pass
       transcoders train --resume runs/transcoder       # continue an interrupted run
       transcoders eval runs/transcoder                 # L0, FVU, CE clean/spliced/ablated, KL
