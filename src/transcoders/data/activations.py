@@ -73,7 +73,7 @@ class ActivationSource:
         self.chunk_contexts = min(chunk_contexts, len(contexts))
         self.forward_batch = forward_batch
         self.seed = seed
-        self.special_ids = special_ids if special_ids is not None else _special_ids(lm.tokenizer)
+        self.special_ids = special_ids if special_ids is not None else special_token_ids(lm.tokenizer)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_dtype = cache_dtype
         self.n_chunks = len(contexts) // self.chunk_contexts
@@ -172,7 +172,7 @@ class ActivationSource:
             atomic_write_json(path, meta)
 
 
-def _special_ids(tokenizer) -> set[int]:
+def special_token_ids(tokenizer) -> set[int]:
     if tokenizer is None:
         return set()
     ids = {tokenizer.bos_token_id, tokenizer.eos_token_id}

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..data.activations import special_token_ids
 from ..dictionary import Dictionary, load_dictionary, read_config
 from ..errors import CheckpointError
 from ..paths import atomic_write_json
@@ -130,7 +131,7 @@ def evaluate(
     n_ctx = max(1, tokens // ctx_len)
     contexts = load_split(corpus, lm.tokenizer, "eval", ctx_len=ctx_len, max_tokens=n_ctx * ctx_len, text_column=text_column)
     ids_all = contexts.tokens[:n_ctx]
-    special = _special_ids(lm.tokenizer)
+    special = torch.tensor(sorted(special_token_ids(lm.tokenizer)), dtype=torch.long)
 
     accs = [_Acc(d.width) for d in dicts]
     ce_clean, ce_spliced, ce_mean, ce_zero = _NextTokenLoss(), _NextTokenLoss(), _NextTokenLoss(), _NextTokenLoss()
@@ -236,11 +237,6 @@ def _ablator(value: torch.Tensor | None, keep: torch.Tensor):
 def _recovered(ablated: float, spliced: float, clean: float) -> float:
     denom = ablated - clean
     return (ablated - spliced) / denom if abs(denom) > 1e-12 else float("nan")
-
-
-def _special_ids(tokenizer) -> torch.Tensor:
-    ids = [] if tokenizer is None else [tokenizer.bos_token_id, tokenizer.eos_token_id]
-    return torch.tensor(sorted({int(i) for i in ids if i is not None}), dtype=torch.long)
 
 
 def _train_ctx_len(run_dir: Path) -> int | None:
