@@ -24,13 +24,13 @@ def cfg_for(model_dir, corpus, out, **kw):
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("activation", ["topk", "relu"])
+@pytest.mark.parametrize("activation", ["topk", "relu", "batchtopk", "jumprelu"])
 def test_training_learns_and_reloads(tiny_model_dir, tiny_corpus, tmp_path, activation):
     from transcoders.data.activations import ActivationSource
     from transcoders.data.packing import load_split
     from transcoders.models import load_model
 
-    cfg = cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "run", activation=activation, l1=1e-3)
+    cfg = cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "run", activation=activation, l1=1e-3 if activation == "relu" else 0)
     (run,) = train(cfg, progress=False)
     assert (run / "config.json").exists() and (run / "weights.safetensors").exists()
     assert not (run / "checkpoint.safetensors").exists()
@@ -50,7 +50,47 @@ def test_training_learns_and_reloads(tiny_model_dir, tiny_corpus, tmp_path, acti
     assert fvu_eval < 0.6
     if activation == "topk":
         assert l0 <= 8
+    if activation == "batchtopk":
+        assert 2 < l0 < 24  # the inference threshold keeps about k per token
+    if activation == "jumprelu":
+        assert 0 < l0 < 64 and d.thresholds().min() > 0
     assert x.shape[0] < 32 * 32  # special (BOS) positions were dropped
+
+
+@pytest.mark.parametrize("activation", ["relu", "jumprelu"])
+def test_target_l0_steers_the_sparsity_penalty(tiny_model_dir, tiny_corpus, tmp_path, activation):
+    """No λ chosen by hand: the controller moves λ until the training L0 sits at the target."""
+    target = 12
+    cfg = cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "run", activation=activation, target_l0=target, tokens=81920)
+    (run,) = train(cfg, progress=False)
+    log = [json.loads(l)["layers"]["1"] for l in (run / "train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["l1"] != log[0]["l1"]  # λ moved
+    final_l0 = sum(e["l0"] for e in log[-3:]) / 3
+    assert abs(final_l0 - target) / target < 0.25, [round(e["l0"], 1) for e in log]
+
+
+def test_sae_sites_and_skip_transcoder_train(tiny_model_dir, tiny_corpus, tmp_path):
+    from transcoders.data.activations import ActivationSource
+    from transcoders.data.packing import load_split
+    from transcoders.models import load_model
+
+    lm = load_model(tiny_model_dir)
+    ctx = load_split(tiny_corpus, lm.tokenizer, "eval", ctx_len=32, max_tokens=32 * 32)
+    mlp_in, mlp_out = ActivationSource(lm, ctx, [1], chunk_contexts=32).harvest(ctx.tokens[:32])[1]
+    for name, kw, target, hooks in [
+        ("sae-in", dict(kind="sae", sae_site="mlp-in"), mlp_in, ("blocks.1.mlp.in", "blocks.1.mlp.in")),
+        ("sae-out", dict(kind="sae"), mlp_out, ("blocks.1.mlp.out", "blocks.1.mlp.out")),
+        ("skip", dict(kind="skip-transcoder"), mlp_out, ("blocks.1.mlp.in", "blocks.1.mlp.out")),
+    ]:
+        (run,) = train(cfg_for(tiny_model_dir, tiny_corpus, tmp_path / name, tokens=8192, **kw), lm=lm, progress=False)
+        d = load_dictionary(run)
+        assert (d.cfg.hook_in, d.cfg.hook_out) == hooks
+        x = mlp_out if hooks[0].endswith(".out") else mlp_in
+        with torch.no_grad():
+            fvu = ((target - d(x)).pow(2).sum() / (target - target.mean(0)).pow(2).sum()).item()
+        assert fvu < 0.8, (name, fvu)
+        if name == "skip":
+            assert d.W_skip.abs().sum() > 0  # the skip path was learned from its zero init
 
 
 def test_multi_layer_from_one_pass_writes_a_set(tiny_model_dir, tiny_corpus, tmp_path):

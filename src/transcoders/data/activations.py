@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from safetensors.torch import load_file, save
@@ -77,6 +77,9 @@ class ActivationSource:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_dtype = cache_dtype
         self.n_chunks = len(contexts) // self.chunk_contexts
+        # Called as ``on_harvest(contexts done, contexts in the chunk)`` after each forward batch of a
+        # harvest, so a progress display can show the model pass between training steps.
+        self.on_harvest: Callable[[int, int], None] | None = None
         if self.cache_dir is not None:
             self._check_cache_meta()
 
@@ -101,6 +104,8 @@ class ActivationSource:
                 mask = keep[s : s + self.forward_batch]
                 for n in names:
                     outs[n].append(acts[n][mask].float())
+                if self.on_harvest is not None:
+                    self.on_harvest(min(s + self.forward_batch, tokens.shape[0]), tokens.shape[0])
         return {layer: (torch.cat(outs[hook_names(layer)[0]]), torch.cat(outs[hook_names(layer)[1]])) for layer in layers}
 
     def chunk(self, c: int) -> Chunk:

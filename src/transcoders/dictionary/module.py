@@ -1,8 +1,16 @@
 """The sparse dictionary: one module for transcoders, skip transcoders and SAEs.
 
     pre = x @ W_enc.T + b_enc            [..., width]
-    z   = act(pre)                        ReLU, or TopK (ReLU then keep the k largest)
+    z   = act(pre)
     ŷ   = z @ W_dec + b_dec (+ x @ W_skip.T for a skip transcoder)
+
+Activations:
+    relu       z = max(pre, 0)                       (the paper; trained with an L1 penalty)
+    topk       ReLU of the k largest pre-activations of each token, the rest 0
+    batchtopk  training: the k·N largest over a batch of N tokens (so L0 averages k);
+               inference: pre · (pre > θ) with one learned threshold θ (a buffer)
+    jumprelu   pre · (pre > θ_i) with a learned threshold per feature (``threshold``),
+               trained through straight-through estimators (Rajamanoharan et al. 2024)
 
 Rows of ``W_enc`` and ``W_dec`` are the features' encoder and decoder vectors
 (``W_enc: [width, d_in]``, ``W_dec: [width, d_out]``), so ``W_enc[i]`` reads feature i
@@ -21,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 KINDS = ("transcoder", "skip-transcoder", "sae")
-ACTIVATIONS = ("relu", "topk")
+ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu")
+USES_K = ("topk", "batchtopk")
 
 
 @dataclass
@@ -52,13 +61,20 @@ class DictionaryConfig:
             raise ValueError(f"unknown dictionary kind {self.kind!r}: use one of {', '.join(KINDS)}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
-        if self.activation == "topk" and (self.k is None or not 0 < self.k <= self.width):
-            raise ValueError(f"TopK needs 0 < k <= width, got k={self.k}, width={self.width}")
-        if self.activation != "topk":
+        if self.activation in USES_K and (self.k is None or not 0 < self.k <= self.width):
+            raise ValueError(f"{self.activation} needs 0 < k <= width, got k={self.k}, width={self.width}")
+        if self.activation not in USES_K:
             self.k = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def pick(self, mlp_in, mlp_out):
+        """``(x, y)``: what this dictionary reads and what it reconstructs, from a layer's MLP input and output."""
+        def at(hook):
+            return mlp_out if hook.endswith(".out") else mlp_in
+
+        return at(self.hook_in), at(self.hook_out)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DictionaryConfig":
@@ -94,6 +110,42 @@ class Encoded(NamedTuple):
         return out
 
 
+class _JumpReLU(torch.autograd.Function):
+    """pre · (pre > θ); θ gets the pseudo-derivative −θ/ε · rect((pre − θ)/ε) (Rajamanoharan et al. 2024)."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth: float):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return pre * (pre > threshold)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        near = ((pre - threshold).abs() < eps / 2).to(grad.dtype)
+        g_pre = grad * (pre > threshold)
+        g_thr = (-(threshold / eps) * near * grad).sum(0)
+        return g_pre, g_thr, None
+
+
+class _Step(torch.autograd.Function):
+    """1[pre > θ] (the L0 of a JumpReLU); θ gets the pseudo-derivative −1/ε · rect((pre − θ)/ε)."""
+
+    @staticmethod
+    def forward(ctx, pre, threshold, bandwidth: float):
+        ctx.save_for_backward(pre, threshold)
+        ctx.bandwidth = bandwidth
+        return (pre > threshold).to(pre.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pre, threshold = ctx.saved_tensors
+        eps = ctx.bandwidth
+        near = ((pre - threshold).abs() < eps / 2).to(grad.dtype)
+        return None, (-(1.0 / eps) * near * grad).sum(0), None
+
+
 class Dictionary(nn.Module):
     def __init__(self, cfg: DictionaryConfig, *, dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
@@ -104,6 +156,17 @@ class Dictionary(nn.Module):
         self.W_dec = nn.Parameter(torch.empty(cfg.width, cfg.d_out, **kw))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, **kw))
         self.W_skip = nn.Parameter(torch.zeros(cfg.d_out, cfg.d_in, **kw)) if cfg.kind == "skip-transcoder" else None
+        # JumpReLU: a learned threshold per feature (kept >= 0 by the trainer). BatchTopK: one inference
+        # threshold, a running estimate the trainer updates (a buffer, not trained by Adam). Stored as is,
+        # not in log space, so that exporting to other tools' formats and back is exact.
+        if cfg.activation == "jumprelu":
+            self.threshold = nn.Parameter(torch.zeros(cfg.width, **kw))
+        elif cfg.activation == "batchtopk":
+            self.register_buffer("threshold", torch.zeros((), **kw))
+        else:
+            self.threshold = None
+        # Width of the straight-through window for JumpReLU gradients (training only; set by the trainer).
+        self.bandwidth = 1e-3
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
@@ -124,6 +187,10 @@ class Dictionary(nn.Module):
         self.b_dec.zero_()
         if self.W_skip is not None:
             self.W_skip.zero_()
+        if self.cfg.activation == "jumprelu":
+            self.threshold.fill_(1e-3)
+        elif self.cfg.activation == "batchtopk":
+            self.threshold.zero_()
 
     # ------------------------------------------------------------- forward
     @property
@@ -133,13 +200,46 @@ class Dictionary(nn.Module):
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.W_enc, self.b_enc)
 
-    def encode_sparse(self, x: torch.Tensor) -> Encoded:
-        """Codes for ``x: [N, d_in]``. TopK returns only the k active (value, index) pairs."""
+    def encode_sparse(self, x: torch.Tensor, *, training: bool = False) -> Encoded:
+        """Codes for ``x: [N, d_in]``. TopK returns only the k active (value, index) pairs.
+
+        ``training`` selects BatchTopK's batch-level selection (inference uses its threshold).
+        """
         pre = self.pre_acts(x)
-        if self.cfg.activation == "topk":
+        act = self.cfg.activation
+        if act == "topk":
             vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
             return Encoded(None, F.relu(vals), idx, pre)
+        if act == "batchtopk":
+            if training:
+                flat = F.relu(pre).flatten()
+                vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()), sorted=False)
+                z = torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
+                return Encoded(z, None, None, pre)
+            return Encoded(pre * (pre > self.threshold.clamp_min(0)), None, None, pre)
+        if act == "jumprelu":
+            return Encoded(_JumpReLU.apply(pre, self.threshold, self.bandwidth), None, None, pre)
         return Encoded(F.relu(pre), None, None, pre)
+
+    def l0_penalty(self, enc: Encoded) -> torch.Tensor:
+        """JumpReLU's differentiable L0: mean over rows of the number of active features."""
+        return _Step.apply(enc.pre, self.threshold, self.bandwidth).sum(-1).mean()
+
+    @torch.no_grad()
+    def update_batchtopk_threshold(self, enc: Encoded, momentum: float = 0.95) -> None:
+        """Running mean of the smallest activation BatchTopK kept: the threshold used at inference."""
+        active = enc.dense[enc.dense > 0]
+        if active.numel():
+            m = active.min()
+            self.threshold.copy_(m if self.threshold <= 0 else momentum * self.threshold + (1 - momentum) * m)
+
+    def thresholds(self) -> torch.Tensor | None:
+        """Per-feature inference thresholds ``[width]`` (JumpReLU, BatchTopK), else None."""
+        if self.cfg.activation == "jumprelu":
+            return self.threshold.detach().clone()
+        if self.cfg.activation == "batchtopk":
+            return self.threshold.clamp_min(0).expand(self.width).clone()
+        return None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense feature activations ``z: [..., width]``."""
@@ -167,9 +267,9 @@ class Dictionary(nn.Module):
             y = y + F.linear(x, self.W_skip)
         return y
 
-    def forward_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, Encoded]:
+    def forward_sparse(self, x: torch.Tensor, *, training: bool = False) -> tuple[torch.Tensor, Encoded]:
         """``(ŷ, codes)`` for ``x: [N, d_in]``; the training path."""
-        enc = self.encode_sparse(x)
+        enc = self.encode_sparse(x, training=training)
         y = self.decode_sparse(enc)
         if self.W_skip is not None:
             y = y + F.linear(x, self.W_skip)

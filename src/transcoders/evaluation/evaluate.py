@@ -158,18 +158,17 @@ def evaluate(
                 lp_clean = ce_clean.add(lm.model(input_ids=ids).logits, ids, valid)
             with ExitStack() as st:
                 for d in dicts:
-                    st.enter_context(patch_mlp(lm, d.cfg.layer, _splicer(d, keep)))
+                    st.enter_context(patch_mlp(lm, d.cfg.layer, _splicer(d, keep, lm.adapter.mlp(d.cfg.layer))))
                 lp_spl = ce_spliced.add(lm.model(input_ids=ids).logits, ids, valid)
             kl = (lp_clean.exp() * (lp_clean - lp_spl)).sum(-1)
             kl_sum += kl[valid].sum().item()
             del lp_clean, lp_spl, kl
             for d, acc in zip(dicts, accs):
                 mlp_in, mlp_out = rec[d.cfg.layer]
-                x = (mlp_out if d.cfg.hook_in.endswith(".out") else mlp_in)[keep]
-                y = mlp_out[keep]
+                x, y = (t[keep] for t in d.cfg.pick(mlp_in, mlp_out))
                 z = d.encode(x)
                 acc.add(y, d.decode(z, x), z)
-                out_sum[d.cfg.layer] = out_sum[d.cfg.layer] + y.sum(0, dtype=torch.float64)
+                out_sum[d.cfg.layer] = out_sum[d.cfg.layer] + mlp_out[keep].sum(0, dtype=torch.float64)
             out_n += int(keep.sum())
             bar.update()
         means = {layer: (s / out_n).float() for layer, s in out_sum.items()}
@@ -215,13 +214,20 @@ def _recorder(rec: dict, layer: int):
     return fn
 
 
-def _splicer(d: Dictionary, keep: torch.Tensor):
-    """Replace the MLP output by the dictionary's at ordinary positions."""
-    reads_out = d.cfg.hook_in.endswith(".out")
+def _splicer(d: Dictionary, keep: torch.Tensor, mlp: torch.nn.Module):
+    """Replace the MLP output by the dictionary's at ordinary positions.
+
+    A transcoder or an MLP-out SAE gives the new MLP output directly; an MLP-in SAE's
+    reconstruction is fed through the real MLP (``forward`` skips the module's hooks).
+    """
+    feeds_mlp = d.cfg.hook_out.endswith(".in")
 
     def fn(mlp_in: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
-        x = mlp_out if reads_out else mlp_in
-        return torch.where(keep[..., None], d(x).to(mlp_out.dtype), mlp_out)
+        x, _ = d.cfg.pick(mlp_in, mlp_out)
+        new = d(x.to(d.W_enc.dtype))
+        if feeds_mlp:
+            new = mlp.forward(new.to(mlp_in.dtype))
+        return torch.where(keep[..., None], new.to(mlp_out.dtype), mlp_out)
 
     return fn
 

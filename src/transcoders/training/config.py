@@ -17,10 +17,13 @@ class TrainConfig:
     text_column: str = opt("text", "column holding the text in .jsonl/.parquet/HF datasets")
     layers: str = opt("6", "MLP layer(s) to replace: one (6), a list (4,6,8), a range (0-5) or 'all'; several layers share one model pass")
     out: str = opt("runs/transcoder", "run folder to create (with several layers: a set folder holding layer_NN/ runs)")
-    kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a linear skip path), sae (MLP out -> MLP out)", choices=("transcoder", "skip-transcoder", "sae"))
-    activation: str = opt("topk", "topk (keep the k largest; L0 = k) or relu (the paper's ReLU + L1 penalty weighted by decoder norms)", choices=("topk", "relu"))
-    k: int = opt(32, "active features per token for --activation topk")
-    l1: float = opt(0.1, "L1 coefficient λ for --activation relu (on activations normalised to unit mean squared norm)")
+    kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a learned linear skip path), sae (autoencodes --sae-site)", choices=("transcoder", "skip-transcoder", "sae"))
+    sae_site: str = opt("mlp-out", "what an SAE reconstructs: mlp-out (the paper's fidelity baseline) or mlp-in (its interpretability baseline)", choices=("mlp-out", "mlp-in"))
+    activation: str = opt("topk", "topk (the k largest per token; L0 = k), batchtopk (k x batch largest per batch; L0 averages k), relu (the paper's ReLU + L1 weighted by decoder norms) or jumprelu (learned thresholds + L0 penalty)", choices=("topk", "batchtopk", "relu", "jumprelu"))
+    k: int = opt(32, "active features per token for --activation topk/batchtopk")
+    l1: float = opt(0.0, "sparsity coefficient λ: the L1 weight for relu, the L0 weight for jumprelu, on activations normalised to unit mean squared norm (0: 0.1 for relu, 0.001 for jumprelu)")
+    target_l0: float = opt(0.0, "relu/jumprelu: adapt λ during training so that L0 lands at this value (0: off, λ stays fixed); --l1 is then only the starting point")
+    jumprelu_bandwidth: float = opt(1e-3, "jumprelu: width of the straight-through window for the threshold gradients (normalised units)")
     expansion: int = opt(8, "width = expansion x d_model (ignored when --width is given)")
     width: int = opt(0, "number of features (0: use --expansion)")
     tokens: int = opt(2_000_000, "training tokens (special tokens excluded)")
@@ -43,6 +46,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def sparsity_coefficient(self) -> float:
+        """λ, with 0 meaning the activation's default."""
+        if self.l1:
+            return self.l1
+        return {"relu": 0.1, "jumprelu": 1e-3}.get(self.activation, 0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,16 +47,30 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
 
 def l1_at(step: int, total: int, cfg: TrainConfig) -> float:
     warm = int(cfg.l1_warmup * total)
-    return cfg.l1 * min(1.0, (step + 1) / warm) if warm else cfg.l1
+    lam = cfg.sparsity_coefficient
+    return lam * min(1.0, (step + 1) / warm) if warm else lam
 
 
-def make_adam(params, lr: float) -> torch.optim.Adam:
+# The --target-l0 controller (see LayerState.steer_l1): log λ = integral + KP · error, the integral grows by
+# GAIN · error per step, error = log(L0 / setpoint); the setpoint glides to the target over L0_GLIDE of training.
+L0_CONTROLLER_GAIN = 0.01
+L0_CONTROLLER_KP = 1.0
+L0_GLIDE = 0.5
+
+
+# Learning-rate multiplier for JumpReLU thresholds (an Adam step moves each by about lr · this).
+THRESHOLD_LR_MULT = 1.0
+
+
+def make_adam(d: Dictionary, lr: float) -> torch.optim.Adam:
     """Adam; the fused kernel where torch has one (3x faster than the default loop on CPU)."""
-    params = list(params)
+    groups = [{"params": [p for n, p in d.named_parameters() if n != "threshold"], "lr_mult": 1.0}]
+    if d.cfg.activation == "jumprelu":
+        groups.append({"params": [d.threshold], "lr_mult": THRESHOLD_LR_MULT})
     try:
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), fused=True)
+        return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+        return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999))
 
 
 # ------------------------------------------------------------- per-layer state
@@ -69,21 +84,27 @@ class LayerState:
     in_scale: float = 1.0  # x_normalised = x * in_scale  (mean squared norm 1)
     out_scale: float = 1.0
     since_fired: torch.Tensor = field(default=None)  # [width] tokens since each feature last fired
+    log_l1_mult: float = 0.0  # the --target-l0 controller's output: λ = scheduled λ · exp(log_l1_mult)
+    l0_integral: float = 0.0  # ... its integral state
+    l0_start: float = 0.0  # ... and the L0 it started from (the setpoint glides from there to the target)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, l1: float, cfg: TrainConfig) -> dict[str, float]:
         d = self.dictionary
+        d.bandwidth = cfg.jumprelu_bandwidth
         x = x * self.in_scale
         y = y * self.out_scale
-        y_hat, enc = d.forward_sparse(x)
+        y_hat, enc = d.forward_sparse(x, training=True)
         err = y - y_hat
         mse = err.pow(2).sum(-1).mean()
         loss = mse
         stats = {}
+        l1 = l1 * math.exp(self.log_l1_mult)
         if cfg.activation == "relu":
-            sparsity = (enc.dense * d.W_dec.norm(dim=1)).sum(-1).mean()
-            loss = loss + l1 * sparsity
+            loss = loss + l1 * (enc.dense * d.W_dec.norm(dim=1)).sum(-1).mean()
+        elif cfg.activation == "jumprelu":
+            loss = loss + l1 * d.l0_penalty(enc)
         dead = self.since_fired >= cfg.dead_tokens
-        if cfg.activation == "topk" and cfg.auxk_alpha > 0 and dead.any():
+        if cfg.activation in ("topk", "batchtopk") and cfg.auxk_alpha > 0 and dead.any():
             loss = loss + cfg.auxk_alpha * self._auxk_loss(enc.pre, err.detach(), dead)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
@@ -93,10 +114,15 @@ class LayerState:
             )
         self.optimizer.zero_grad(set_to_none=True)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]
         loss.backward()
         self.optimizer.step()
+        if cfg.activation == "jumprelu":
+            with torch.no_grad():
+                d.threshold.clamp_(min=0)  # a negative threshold would let negative pre-activations through
         with torch.no_grad():
+            if cfg.activation == "batchtopk":
+                d.update_batchtopk_threshold(enc)
             self.since_fired += x.shape[0]
             self.since_fired[enc.fired(d.width)] = 0
             total_var = (y - y.mean(0)).pow(2).sum()
@@ -106,7 +132,26 @@ class LayerState:
                 "l0": enc.l0().float().mean().item(),
                 "dead": dead.float().mean().item(),
             }
+            if cfg.activation in ("relu", "jumprelu"):
+                stats["l1"] = l1
         return stats
+
+    def steer_l1(self, l0: float, cfg: TrainConfig, progress: float) -> None:
+        """One step of the --target-l0 controller (called once λ has warmed up).
+
+        A PI controller on log(L0 / setpoint). The setpoint glides geometrically from the L0 seen when
+        the controller starts to the target over the first half of training (``progress`` = fraction of
+        steps done): ReLU features pushed below zero rarely come back, so overshooting the target is
+        costly and approaching it from above, slowly, is what lands it.
+        """
+        if cfg.target_l0 > 0 and cfg.activation in ("relu", "jumprelu"):
+            if self.l0_start <= 0:
+                self.l0_start = max(l0, 0.1)
+            glide = min(1.0, progress / L0_GLIDE)
+            setpoint = cfg.target_l0 * (self.l0_start / cfg.target_l0) ** (1.0 - glide)
+            err = math.log(max(l0, 0.1) / setpoint)
+            self.l0_integral = min(max(self.l0_integral + L0_CONTROLLER_GAIN * err, -20.0), 20.0)
+            self.log_l1_mult = self.l0_integral + L0_CONTROLLER_KP * err
 
     def _auxk_loss(self, pre: torch.Tensor, err: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
         """Reconstruct the residual error from the top dead features (Gao et al. 2024), normalised by its variance."""
@@ -142,10 +187,10 @@ class Trainer:
         width = self.cfg.width or self.cfg.expansion * a.d_model
         hin, hout = hook_names(layer)
         if self.cfg.kind == "sae":
-            hin = hout
+            hin = hout = hout if self.cfg.sae_site == "mlp-out" else hin
         return DictionaryConfig(
             d_in=a.d_model, d_out=a.d_model, width=width, kind=self.cfg.kind,
-            activation=self.cfg.activation, k=self.cfg.k if self.cfg.activation == "topk" else None,
+            activation=self.cfg.activation, k=self.cfg.k if self.cfg.activation in ("topk", "batchtopk") else None,
             model=self.lm.name, model_type=self.lm.model.config.model_type, layer=layer,
             hook_in=hin, hook_out=hout,
         )
@@ -155,22 +200,25 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 1000 + layer)
         d = Dictionary(dcfg, device=self.cfg.device)
         d.reset_parameters(generator=g)
-        opt = make_adam(d.parameters(), self.cfg.lr)
+        opt = make_adam(d, self.cfg.lr)
         return LayerState(layer, d, opt, since_fired=torch.zeros(dcfg.width, dtype=torch.long))
 
     @torch.no_grad()
     def _init_from_data(self, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Scales to unit mean squared norm; b_dec = mean target; encoder centred on the mean input."""
         for layer, st in self.states.items():
-            x, y = pairs[layer]
-            if self.cfg.kind == "sae":
-                x = y
+            x, y = st.dictionary.cfg.pick(*pairs[layer])
             x, y = x[:65536].float(), y[:65536].float()
             st.in_scale = float(1.0 / x.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
             st.out_scale = float(1.0 / y.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
             d = st.dictionary
             d.b_dec.copy_((y * st.out_scale).mean(0))
             d.b_enc.copy_(-(x * st.in_scale).mean(0) @ d.W_enc.T)
+            if d.cfg.activation == "jumprelu":
+                # Thresholds start where each feature fires on about L0/width of tokens (L0 = the target, else k).
+                pre = d.pre_acts(x[:4096] * st.in_scale)
+                frac = min(1.0, (self.cfg.target_l0 or self.cfg.k) / d.width)
+                d.threshold.copy_(pre.quantile(1 - frac, dim=0).clamp_min(0))
 
     # --------------------------------------------------------------- checkpoint
     def save_checkpoint(self) -> None:
@@ -186,7 +234,8 @@ class Trainer:
                     tensors[f"{layer}/adam/{name}/exp_avg_sq"] = s["exp_avg_sq"].contiguous()
                     tensors[f"{layer}/adam/{name}/step"] = torch.as_tensor(s["step"]).reshape(1).float()
             tensors[f"{layer}/since_fired"] = st.since_fired.clone()
-            meta["layers"][str(layer)] = {"in_scale": st.in_scale, "out_scale": st.out_scale}
+            meta["layers"][str(layer)] = {"in_scale": st.in_scale, "out_scale": st.out_scale, "log_l1_mult": st.log_l1_mult,
+                                          "l0_integral": st.l0_integral, "l0_start": st.l0_start}
         atomic_write_bytes(self.out / CHECKPOINT_FILE, save(tensors, metadata={"state": json.dumps(meta)}))
 
     def load_checkpoint(self) -> bool:
@@ -221,6 +270,8 @@ class Trainer:
             st.since_fired = tensors[f"{layer}/since_fired"].clone()
             st.in_scale = meta["layers"][str(layer)]["in_scale"]
             st.out_scale = meta["layers"][str(layer)]["out_scale"]
+            for key in ("log_l1_mult", "l0_integral", "l0_start"):
+                setattr(st, key, meta["layers"][str(layer)].get(key, 0.0))
         return True
 
     # --------------------------------------------------------------------- run
@@ -228,14 +279,15 @@ class Trainer:
         for layer in self.layers:
             self.states[layer] = self._new_state(layer)
         resumed = self.load_checkpoint()
+        desc = f"train L{','.join(map(str, self.layers))}"
+        bar = tqdm(total=self.total_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
+                   unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True, mininterval=1.0)
+        self.source.on_harvest = _harvest_reporter(bar, desc) if progress else None
         batches = self.source.batches(self.cfg.batch_size, self.chunk, self.batch)
         if not resumed:
             c, b, first = next(batches)
             self._init_from_data(first)
             batches = _chain_first((c, b, first), batches)
-        bar = tqdm(total=self.total_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
-                   unit="tok", unit_scale=True, disable=not progress, desc=f"train L{','.join(map(str, self.layers))}",
-                   dynamic_ncols=True, mininterval=1.0)
         log = open(self.out / LOG_FILE, "a")
         t_last = time.time()
         try:
@@ -245,10 +297,10 @@ class Trainer:
                 l1 = l1_at(self.step, self.total_steps, self.cfg)
                 stats = {}
                 for layer, st in self.states.items():
-                    x, y = pairs[layer]
-                    if self.cfg.kind == "sae":
-                        x = y
+                    x, y = st.dictionary.cfg.pick(*pairs[layer])
                     stats[layer] = st.step(x, y, lr, l1, self.cfg)
+                    if self.step >= int(self.cfg.l1_warmup * self.total_steps):
+                        st.steer_l1(stats[layer]["l0"], self.cfg, self.step / self.total_steps)
                 self.step += 1
                 # the position of the *next* batch, which is where a resume must start
                 self.chunk, self.batch = c, b + 1
@@ -282,6 +334,16 @@ class Trainer:
             dirs.append(rd)
         (self.out / CHECKPOINT_FILE).unlink(missing_ok=True)
         return dirs
+
+
+def _harvest_reporter(bar, desc: str):
+    """Show the model pass that fills the next chunk in the bar's label, so progress never stalls silently."""
+
+    def report(done: int, total: int) -> None:
+        bar.set_description_str(f"{desc} (model pass {done / total:.0%})" if done < total else desc, refresh=False)
+        bar.refresh()
+
+    return report
 
 
 def _chain_first(first, rest):
@@ -335,6 +397,8 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
 
         raise ModelError(f"model {cfg.model!r} has no tokenizer: add tokenizer files to the folder")
     n_ctx = math.ceil(cfg.tokens * 1.1 / cfg.ctx_len) + 8
+    if progress:
+        print(f"transcoders: reading corpus {cfg.corpus!r} into {n_ctx:,} contexts of {cfg.ctx_len} tokens...", file=sys.stderr)
     contexts = load_split(cfg.corpus, lm.tokenizer, "train", ctx_len=cfg.ctx_len, max_tokens=n_ctx * cfg.ctx_len,
                           text_column=cfg.text_column, seed=cfg.seed)
     source = ActivationSource(lm, contexts, layers, chunk_contexts=max(1, cfg.chunk_tokens // cfg.ctx_len),
