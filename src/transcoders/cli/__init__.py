@@ -11,6 +11,7 @@ import os
 import sys
 import textwrap
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from ..errors import TranscodersError
 
@@ -22,6 +23,8 @@ EPILOG = textwrap.dedent(
       transcoders train --layers all --tokens 1000000 --out runs/set   # one transcoder per layer, one model pass
       transcoders train --resume runs/transcoder       # continue an interrupted run
       transcoders eval runs/transcoder                 # L0, FVU, CE clean/spliced/ablated, KL
+      transcoders export runs/set --to circuit-tracer out/ct   # or --to saelens
+      transcoders import out/ct runs/imported          # SAELens or circuit-tracer folders -> run folders
     """
 )
 
@@ -67,6 +70,28 @@ def _eval(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _export(ns: argparse.Namespace) -> int:
+    from ..dictionary.interop import export_runs
+    from ..evaluation.evaluate import expand_runs
+
+    for path in export_runs(expand_runs([ns.run]), ns.to, Path(ns.dir)):
+        print(f"wrote {path}")
+    return 0
+
+
+def _import(ns: argparse.Namespace) -> int:
+    from ..dictionary.interop import import_runs
+
+    out = Path(ns.out)
+    if out.exists() and any(out.iterdir()) and not ns.overwrite:
+        from ..errors import RunExistsError
+
+        raise RunExistsError(f"{out} already exists: pass --overwrite to replace it, or choose another folder")
+    for path in import_runs(Path(ns.src), out, fmt=ns.format, model=ns.model):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..training import TrainConfig
 
@@ -106,6 +131,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_eval)
+
+    x = sub.add_parser(
+        "export",
+        help="write a run (or a set of runs) in SAELens or circuit-tracer format",
+        description="Export run folders for other tools. SAELens: cfg.json + sae_weights.safetensors (one folder per run). "
+        "circuit-tracer: config.yaml + layer_{i}.safetensors (W_enc [F,d], W_dec [F,d], b_enc, b_dec, optional W_skip, "
+        "activation_function.threshold for JumpReLU/BatchTopK). Tensors are copied exactly: `transcoders import` reads them back.",
+    )
+    x.add_argument("run", metavar="RUN", help="run folder, or a set folder holding layer_NN/ runs")
+    x.add_argument("--to", required=True, choices=("saelens", "circuit-tracer"), help="target format")
+    x.add_argument("dir", metavar="DIR", help="folder to write")
+    x.set_defaults(func=_export)
+
+    m = sub.add_parser(
+        "import",
+        help="read SAELens or circuit-tracer dictionaries into run folders",
+        description="Import dictionaries made by other tools (MLP-input/-output SAEs and transcoders) as run folders "
+        "that every transcoders command accepts. The format is detected from the files unless --from is given.",
+    )
+    m.add_argument("src", metavar="SRC", help="a SAELens folder (cfg.json), a folder of them, or a circuit-tracer folder")
+    m.add_argument("out", metavar="OUT", help="run folder to create (a set folder when SRC holds several layers)")
+    m.add_argument("--from", dest="format", choices=("saelens", "circuit-tracer"), default=None, help="source format (default: detect)")
+    m.add_argument("--model", default=None, help="model the dictionaries belong to, when the files do not say (e.g. default)")
+    m.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
+    m.set_defaults(func=_import)
     return p
 
 

@@ -1,0 +1,274 @@
+"""Move dictionaries between this tool and the formats other tools load.
+
+* **SAELens** (``cfg.json`` + ``sae_weights.safetensors`` per SAE/transcoder):
+  ``W_enc [d_in, d_sae]``, ``b_enc [d_sae]``, ``W_dec [d_sae, d_out]``, ``b_dec [d_out]``,
+  ``W_skip [d_out, d_in]`` (skip transcoders), ``threshold [d_sae]`` (JumpReLU).
+  encode = act(x @ W_enc + b_enc) (we write ``apply_b_dec_to_input: false``), decode = z @ W_dec + b_dec.
+  Architectures: ``standard``, ``topk``, ``jumprelu`` (SAEs); ``transcoder``, ``skip_transcoder``,
+  ``jumprelu_transcoder``, ``jumprelu_skip_transcoder``. SAELens has no TopK transcoder.
+* **circuit-tracer** per-layer transcoders (a folder: ``config.yaml`` + ``layer_{i}.safetensors``):
+  ``W_enc [F, d]``, ``W_dec [F, d]``, ``b_enc [F]``, ``b_dec [d]``, optional ``W_skip [d, d]``
+  and ``activation_function.threshold [F]`` (JumpReLU; absent means ReLU).
+  encode = act(x @ W_enc.T + b_enc), decode = z @ W_dec + b_dec (+ x @ W_skip.T).
+
+BatchTopK is exported as what it is at inference, a JumpReLU with one shared threshold (as SAELens
+does). Tensors are copied bit for bit, so export then import reproduces outputs exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from ..errors import CheckpointError
+from ..paths import atomic_write_bytes, atomic_write_json
+from .io import load_dictionary, save_dictionary
+from .module import Dictionary, DictionaryConfig
+
+FORMATS = ("saelens", "circuit-tracer")
+SAELENS_CFG, SAELENS_WEIGHTS = "cfg.json", "sae_weights.safetensors"
+CT_CONFIG = "config.yaml"
+# TransformerLens names for our MLP hook points (SAELens metadata; circuit-tracer uses mlp.hook_in/out).
+TL_MLP_IN, TL_MLP_OUT = "blocks.{layer}.ln2.hook_normalized", "blocks.{layer}.hook_mlp_out"
+CT_MLP_IN, CT_MLP_OUT = "mlp.hook_in", "mlp.hook_out"
+
+
+def _site(hook: str) -> str:
+    return "out" if hook.endswith(".out") else "in"
+
+
+def _threshold(d: Dictionary) -> torch.Tensor | None:
+    t = d.thresholds()
+    return None if t is None else t.contiguous()
+
+
+# ------------------------------------------------------------------ SAELens
+def _saelens_architecture(d: Dictionary) -> str:
+    kind, act = d.cfg.kind, d.cfg.activation
+    jump = act in ("jumprelu", "batchtopk")
+    if kind == "sae":
+        return {"relu": "standard", "topk": "topk"}.get(act, "jumprelu")
+    if act == "topk":
+        raise CheckpointError(
+            f"SAELens has no TopK {kind}: export it with --to circuit-tracer, or train with --activation batchtopk or relu"
+        )
+    base = "skip_transcoder" if kind == "skip-transcoder" else "transcoder"
+    return f"jumprelu_{base}" if jump else base
+
+
+def export_saelens(d: Dictionary, out: Path) -> Path:
+    arch = _saelens_architecture(d)
+    c = d.cfg
+    hook_in = (TL_MLP_IN if _site(c.hook_in) == "in" else TL_MLP_OUT).format(layer=c.layer)
+    hook_out = (TL_MLP_IN if _site(c.hook_out) == "in" else TL_MLP_OUT).format(layer=c.layer)
+    tensors = {"W_enc": d.W_enc.detach().T.contiguous(), "b_enc": d.b_enc.detach().clone(),
+               "W_dec": d.W_dec.detach().contiguous(), "b_dec": d.b_dec.detach().clone()}
+    if d.W_skip is not None:
+        tensors["W_skip"] = d.W_skip.detach().contiguous()
+    if arch.startswith("jumprelu"):
+        tensors["threshold"] = _threshold(d)
+    cfg = {
+        "architecture": arch, "d_in": c.d_in, "d_sae": c.width, "dtype": str(d.W_enc.dtype).replace("torch.", ""),
+        "device": "cpu", "apply_b_dec_to_input": False, "normalize_activations": "none", "reshape_activations": "none",
+        "metadata": {"model_name": c.model, "hook_name": hook_in, "hook_head_index": None, "prepend_bos": True,
+                     "exported_by": "transcoders", "transcoders_config": c.to_dict()},
+    }
+    if c.activation == "topk":
+        cfg["k"] = c.k
+    if c.kind != "sae":
+        cfg.update({"d_out": c.d_out, "hook_name_out": hook_out, "hook_layer_out": c.layer, "hook_head_index_out": None})
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / SAELENS_WEIGHTS, save(tensors))
+    atomic_write_json(out / SAELENS_CFG, cfg)
+    return out
+
+
+def import_saelens(src: Path, model: str | None = None) -> Dictionary:
+    try:
+        cfg = json.loads((src / SAELENS_CFG).read_text())
+        t = load_file(str(src / SAELENS_WEIGHTS))
+    except (OSError, json.JSONDecodeError, SafetensorError) as e:
+        raise CheckpointError(f"{src} is not a readable SAELens folder ({str(e).splitlines()[0]})") from None
+    arch = cfg.get("architecture", "standard")
+    known = {"standard": ("sae", "relu"), "topk": ("sae", "topk"), "jumprelu": ("sae", "jumprelu"),
+             "transcoder": ("transcoder", "relu"), "skip_transcoder": ("skip-transcoder", "relu"),
+             "jumprelu_transcoder": ("transcoder", "jumprelu"), "jumprelu_skip_transcoder": ("skip-transcoder", "jumprelu")}
+    if arch not in known:
+        raise CheckpointError(f"{src}: SAELens architecture {arch!r} cannot be imported (supported: {', '.join(known)})")
+    if cfg.get("apply_b_dec_to_input") and "b_dec" in t:
+        if arch not in ("standard", "topk", "jumprelu"):
+            raise CheckpointError(f"{src}: apply_b_dec_to_input on a transcoder is not supported")
+        t["b_enc"] = t["b_enc"] - t["b_dec"] @ t["W_enc"]  # fold: (x - b_dec) @ W_enc + b_enc
+    if cfg.get("normalize_activations", "none") != "none":
+        raise CheckpointError(f"{src}: normalize_activations={cfg['normalize_activations']!r} is not supported: fold the scaling into the weights first")
+    kind, act = known[arch]
+    meta = cfg.get("metadata") or {}
+    ours = meta.get("transcoders_config") or {}
+    hook_in = meta.get("hook_name") or cfg.get("hook_name", "")
+    hook_out = cfg.get("hook_name_out") or hook_in
+    layer = _layer_of(hook_in, src)
+    dcfg = DictionaryConfig(
+        d_in=t["W_enc"].shape[0], d_out=t["W_dec"].shape[1], width=t["W_enc"].shape[1], kind=kind, activation=act,
+        k=cfg.get("k"), model=model or meta.get("model_name") or "", model_type=ours.get("model_type", ""), layer=layer,
+        hook_in=f"blocks.{layer}.mlp.{_mlp_site(hook_in, src)}", hook_out=f"blocks.{layer}.mlp.{_mlp_site(hook_out, src)}",
+        extra={"imported_from": "saelens", "source": str(src)},
+    )
+    tensors = {"W_enc": t["W_enc"].T.contiguous(), "b_enc": t["b_enc"], "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
+    if "W_skip" in t:
+        tensors["W_skip"] = t["W_skip"]
+    if act == "jumprelu":
+        tensors["threshold"] = t["threshold"]
+    return _build(dcfg, tensors, src)
+
+
+# ------------------------------------------------------------ circuit-tracer
+def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
+    kinds = {d.cfg.kind for d in dicts}
+    if "sae" in kinds:
+        raise CheckpointError("circuit-tracer loads transcoders, not SAEs: export SAEs with --to saelens")
+    widths = {d.width for d in dicts}
+    if len(widths) != 1:
+        raise CheckpointError(f"circuit-tracer needs one width for all layers, these runs have {sorted(widths)}")
+    acts = {d.cfg.activation for d in dicts}
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for d in sorted(dicts, key=lambda d: d.cfg.layer):
+        t = {"W_enc": d.W_enc.detach().contiguous(), "W_dec": d.W_dec.detach().contiguous(),
+             "b_enc": d.b_enc.detach().clone(), "b_dec": d.b_dec.detach().clone()}
+        if d.W_skip is not None:
+            t["W_skip"] = d.W_skip.detach().contiguous()
+        if d.cfg.activation in ("jumprelu", "batchtopk"):
+            t["activation_function.threshold"] = _threshold(d)
+        name = f"layer_{d.cfg.layer}.safetensors"
+        atomic_write_bytes(out / name, save(t, metadata={"transcoders_config": json.dumps(d.cfg.to_dict())}))
+        files.append(name)
+    import yaml
+
+    cfg = {"model_kind": "transcoder_set", "model_name": dicts[0].cfg.model, "feature_input_hook": CT_MLP_IN,
+           "feature_output_hook": CT_MLP_OUT, "transcoders": [str((out / f).resolve()) for f in files]}
+    if acts == {"topk"}:  # read by circuit-tracer's hub loader; its local loader builds ReLU/JumpReLU from keys only
+        cfg.update({"activation": "topk", "k": dicts[0].cfg.k})
+    atomic_write_bytes(out / CT_CONFIG, yaml.safe_dump(cfg, sort_keys=False).encode())
+    return out
+
+
+def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionary]:
+    import yaml
+
+    cfg = {}
+    if (src / CT_CONFIG).exists():
+        try:
+            cfg = yaml.safe_load((src / CT_CONFIG).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise CheckpointError(f"{src / CT_CONFIG} is not valid YAML ({str(e).splitlines()[0]})") from None
+    files = sorted(src.glob("layer_*.safetensors"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
+    if not files:
+        raise CheckpointError(f"{src} holds no layer_*.safetensors: not a circuit-tracer transcoder folder")
+    out = []
+    for f in files:
+        layer = int(re.findall(r"\d+", f.stem)[0])
+        try:
+            t = load_file(str(f))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{f} is corrupt ({str(e).splitlines()[0]})") from None
+        act = "jumprelu" if "activation_function.threshold" in t else ("topk" if cfg.get("activation") == "topk" else "relu")
+        ours = _our_config(f)
+        width, d_in = t["W_enc"].shape
+        dcfg = DictionaryConfig(
+            d_in=d_in, d_out=t["W_dec"].shape[1], width=width, kind="skip-transcoder" if "W_skip" in t else "transcoder",
+            activation=act, k=cfg.get("k") if act == "topk" else None, model=model or cfg.get("model_name") or "",
+            model_type=ours.get("model_type", ""), layer=layer, hook_in=f"blocks.{layer}.mlp.in", hook_out=f"blocks.{layer}.mlp.out",
+            extra={"imported_from": "circuit-tracer", "source": str(f)},
+        )
+        tensors = {k: t[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip") if k in t}
+        if act == "jumprelu":
+            tensors["threshold"] = t["activation_function.threshold"]
+        out.append(_build(dcfg, tensors, f))
+    return out
+
+
+# ----------------------------------------------------------------- commands
+def export_runs(run_dirs: list[Path], fmt: str, out: Path) -> list[Path]:
+    """Write ``run_dirs`` in format ``fmt`` under ``out``; returns what was written."""
+    dicts = [load_dictionary(r) for r in run_dirs]
+    if fmt == "circuit-tracer":
+        return [export_circuit_tracer(dicts, out)]
+    if fmt == "saelens":
+        if len(dicts) == 1:
+            return [export_saelens(dicts[0], out)]
+        return [export_saelens(d, out / f"layer_{d.cfg.layer:02d}") for d in dicts]
+    raise CheckpointError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def detect_format(src: Path) -> str:
+    if (src / SAELENS_CFG).exists():
+        return "saelens"
+    if (src / CT_CONFIG).exists() or any(src.glob("layer_*.safetensors")):
+        return "circuit-tracer"
+    if any(src.glob(f"*/{SAELENS_CFG}")):
+        return "saelens"
+    raise CheckpointError(f"{src} is neither a SAELens folder ({SAELENS_CFG}) nor a circuit-tracer folder ({CT_CONFIG}, layer_*.safetensors)")
+
+
+def import_runs(src: Path, out: Path, fmt: str | None = None, model: str | None = None) -> list[Path]:
+    """Read another tool's dictionaries from ``src`` into run folder(s) under ``out``."""
+    if not src.is_dir():
+        raise CheckpointError(f"{src} is not a folder")
+    fmt = fmt or detect_format(src)
+    if fmt == "saelens":
+        subdirs = [src] if (src / SAELENS_CFG).exists() else sorted(p.parent for p in src.glob(f"*/{SAELENS_CFG}"))
+        dicts = [import_saelens(p, model) for p in subdirs]
+    elif fmt == "circuit-tracer":
+        dicts = import_circuit_tracer(src, model)
+    else:
+        raise CheckpointError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if len(dicts) == 1:
+        save_dictionary(dicts[0], out)
+        return [out]
+    runs = []
+    for d in dicts:
+        save_dictionary(d, out / f"layer_{d.cfg.layer:02d}")
+        runs.append(out / f"layer_{d.cfg.layer:02d}")
+    return runs
+
+
+# ------------------------------------------------------------------ helpers
+def _build(dcfg: DictionaryConfig, tensors: dict[str, torch.Tensor], src: Path) -> Dictionary:
+    d = Dictionary(dcfg, dtype=tensors["W_enc"].dtype)
+    expected = {k: tuple(v.shape) for k, v in d.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        raise CheckpointError(f"{src}: tensor shapes {got} do not fit a {dcfg.kind}/{dcfg.activation} of width {dcfg.width}")
+    d.load_state_dict(tensors)
+    return d
+
+
+def _layer_of(hook: str, src: Path) -> int:
+    m = re.search(r"(?:blocks|layers)\.(\d+)\.", hook)
+    if not m:
+        raise CheckpointError(f"{src}: cannot tell the layer from hook name {hook!r}")
+    return int(m.group(1))
+
+
+def _mlp_site(hook: str, src: Path) -> str:
+    if re.search(r"hook_mlp_out$|mlp\.hook_out$|mlp\.out$", hook):
+        return "out"
+    if re.search(r"ln2\.hook_normalized$|hook_mlp_in$|mlp\.hook_in$|mlp\.in$", hook):
+        return "in"
+    raise CheckpointError(f"{src}: hook {hook!r} is not an MLP input or output; only MLP dictionaries can be imported")
+
+
+def _our_config(f: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(f), "pt") as h:
+        meta = h.metadata() or {}
+    try:
+        return json.loads(meta.get("transcoders_config", "{}"))
+    except json.JSONDecodeError:
+        return {}
