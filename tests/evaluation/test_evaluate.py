@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -47,3 +48,46 @@ def test_eval_matches_independent_ce_and_writes_metrics(tiny_model_dir, tiny_cor
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["l0"] == m["l0"] and saved["fidelity"]["ce_clean"] == f["ce_clean"]
     assert "CE recovered" in format_table(res)
+
+
+def test_each_alone_matches_evaluating_that_run_by_itself(tiny_model_dir, tiny_corpus, tmp_path):
+    """Shared clean and ablation passes must give the same numbers as a separate evaluation."""
+    cfg = TrainConfig(model=tiny_model_dir, corpus=tiny_corpus, layers="0-1", out=str(tmp_path / "set"), width=64, k=4,
+                      tokens=4096, batch_size=256, ctx_len=32, chunk_tokens=4096, forward_batch=16)
+    runs = train(cfg, progress=False)
+    lm = load_model(tiny_model_dir)
+    kw = dict(lm=lm, corpus=tiny_corpus, tokens=32 * 8, batch=4, progress=False, write=False)
+    both = evaluate([tmp_path / "set"], each=True, **kw)
+    assert both["fidelity"]["spliced_layers"] == [0, 1] and len(both["groups"]) == 3
+    for run in runs:
+        alone = evaluate([run], **kw)["fidelity"]
+        shared = both["runs"][str(run)]["alone"]
+        for key in ("ce_clean", "ce_spliced", "ce_mean_ablated", "ce_zero_ablated", "kl_clean_spliced"):
+            assert abs(alone[key] - shared[key]) < 1e-5, key
+    table = format_table(both)
+    assert "Each spliced in alone" in table and "layer_01" in table
+
+
+@pytest.mark.parametrize("site", ["mlp.in", "mlp.out"])
+def test_a_perfect_sae_spliced_at_either_site_leaves_the_model_unchanged(tiny_model_dir, tiny_corpus, tmp_path, site):
+    """relu(x) - relu(-x) = x: an SAE that reconstructs exactly must give the clean CE and zero KL,
+    whether it replaces the MLP output or feeds the MLP its input."""
+    from transcoders.dictionary import Dictionary, DictionaryConfig, save_dictionary
+
+    lm = load_model(tiny_model_dir)
+    d_model = lm.adapter.d_model
+    cfg = DictionaryConfig(d_in=d_model, d_out=d_model, width=2 * d_model, kind="sae", activation="relu", model=lm.name,
+                           layer=1, hook_in=f"blocks.1.{site}", hook_out=f"blocks.1.{site}")
+    d = Dictionary(cfg)
+    eye = torch.eye(d_model)
+    with torch.no_grad():
+        d.W_enc.copy_(torch.cat([eye, -eye]))
+        d.W_dec.copy_(torch.cat([eye, -eye]))
+        d.b_enc.zero_()
+        d.b_dec.zero_()
+    save_dictionary(d, tmp_path / "sae")
+    res = evaluate([tmp_path / "sae"], lm=lm, corpus=tiny_corpus, tokens=32 * 8, batch=4, progress=False)
+    f = res["fidelity"]
+    assert abs(f["ce_spliced"] - f["ce_clean"]) < 1e-5 and f["kl_clean_spliced"] < 1e-6
+    assert res["runs"][str(tmp_path / "sae")]["fvu"] < 1e-10
+    assert abs(f["ce_zero_ablated"] - f["ce_clean"]) > 1e-4  # the layer does matter, so the check has teeth

@@ -65,7 +65,8 @@ def _eval(ns: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(ns.threads)
-    res = evaluate(ns.runs, corpus=ns.corpus, text_column=ns.text_column, tokens=ns.tokens, batch=ns.batch, progress=not ns.quiet)
+    res = evaluate(ns.runs, corpus=ns.corpus, text_column=ns.text_column, tokens=ns.tokens, batch=ns.batch,
+                   together=not ns.each_only, each=ns.each or ns.each_only, progress=not ns.quiet)
     print(format_table(res))
     return 0
 
@@ -120,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "eval",
         help="L0, FVU, CE loss clean/spliced/mean-/zero-ablated, KL on held-out text",
-        description="Evaluate run folders on the held-out split (text training never saw). Several runs are spliced in together. "
+        description="Evaluate run folders on the held-out split (text training never saw). Several runs are spliced in together "
+        "(with --each, also one at a time; the clean pass and the ablations are shared). "
         "Prints a table and writes metrics.json into each run folder.",
     )
     e.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s), or a set folder holding layer_NN/ runs")
@@ -128,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--text-column", default="text", dest="text_column", help="text column for .jsonl/.parquet/HF corpora")
     e.add_argument("--tokens", type=int, default=32768, help="held-out tokens to evaluate on (default: %(default)s)")
     e.add_argument("--batch", type=int, default=8, help="contexts per forward pass (default: %(default)s)")
+    e.add_argument("--each", action="store_true", help="also splice each run in alone: a per-layer table beside the all-at-once figures")
+    e.add_argument("--each-only", action="store_true", dest="each_only",
+                   help="only splice each run in alone (runs may then share a layer, e.g. to compare candidates)")
     e.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_eval)

@@ -108,12 +108,22 @@ def evaluate(
     tokens: int = 32768,
     ctx_len: int | None = None,
     batch: int = 8,
+    together: bool = True,
+    each: bool = False,
     progress: bool = True,
     write: bool = True,
 ) -> dict:
-    """Evaluate runs (spliced in together); returns ``{"runs": {path: metrics}, "fidelity": {...}}``."""
+    """Evaluate runs on held-out text.
+
+    ``together``: splice every run in at once (one per layer). ``each``: also splice each run in alone
+    (a per-layer table; a sweep's runs, several on one layer, use only this). The clean pass, the
+    per-dictionary metrics and the ablations of each layer set are computed once and shared.
+
+    Returns ``{"runs": {path: metrics (+ "alone": fidelity)}, "fidelity": together-fidelity or None,
+    "groups": [fidelity per spliced group]}``.
+    """
     from ..data.packing import load_split
-    from ..models import load_model, patch_mlp
+    from ..models import load_model
 
     run_dirs = expand_runs(runs)
     cfgs = [read_config(r) for r in run_dirs]
@@ -121,8 +131,11 @@ def evaluate(
     if len(models) != 1:
         raise CheckpointError(f"runs were trained on different models {sorted(models)}: evaluate them separately")
     layers = [c.layer for c in cfgs]
-    if len(set(layers)) != len(layers):
-        raise CheckpointError(f"two runs replace the same layer ({layers}): splice one dictionary per layer")
+    if together and len(set(layers)) != len(layers):
+        raise CheckpointError(f"two runs replace the same layer ({layers}): splice one dictionary per layer, or evaluate each alone (--each)")
+    groups: list[list[int]] = ([list(range(len(run_dirs)))] if together else []) + ([[i] for i in range(len(run_dirs))] if each else [])
+    if together and each and len(run_dirs) == 1:
+        groups = groups[:1]
     lm = lm or load_model(cfgs[0].model)
     dicts: list[Dictionary] = [load_dictionary(r, expect_model=lm.name) for r in run_dirs]
     for d in dicts:
@@ -134,12 +147,18 @@ def evaluate(
     special = torch.tensor(sorted(special_token_ids(lm.tokenizer)), dtype=torch.long)
 
     accs = [_Acc(d.width) for d in dicts]
-    ce_clean, ce_spliced, ce_mean, ce_zero = _NextTokenLoss(), _NextTokenLoss(), _NextTokenLoss(), _NextTokenLoss()
-    kl_sum = 0.0
-    out_sum = {d.cfg.layer: 0.0 for d in dicts}
+    all_layers = sorted(set(layers))
+    layer_sets = sorted({tuple(sorted({layers[i] for i in g})) for g in groups})
+    ce_clean = _NextTokenLoss()
+    ce_spliced = [_NextTokenLoss() for _ in groups]
+    kl_sum = [0.0 for _ in groups]
+    ce_mean = {ls: _NextTokenLoss() for ls in layer_sets}
+    ce_zero = {ls: _NextTokenLoss() for ls in layer_sets}
+    out_sum = {layer: 0.0 for layer in all_layers}
     out_n = 0
     steps = (ids_all.shape[0] + batch - 1) // batch
-    bar = tqdm(total=2 * steps, desc="eval", unit="batch", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=steps * (1 + len(groups) + 2 * len(layer_sets)), desc="eval", unit="fwd", unit_scale=False,
+               disable=not progress, dynamic_ncols=True)
 
     def batches():
         for s in range(0, ids_all.shape[0], batch):
@@ -149,61 +168,71 @@ def evaluate(
             yield ids, keep, valid
 
     with torch.inference_mode():
-        # pass 1: clean + spliced
+        # pass 1: clean (recording every layer's MLP input and output), then each spliced group
         for ids, keep, valid in batches():
             rec: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-            with ExitStack() as st:
-                for d in dicts:
-                    st.enter_context(patch_mlp(lm, d.cfg.layer, _recorder(rec, d.cfg.layer)))
-                lp_clean = ce_clean.add(lm.model(input_ids=ids).logits, ids, valid)
-            with ExitStack() as st:
-                for d in dicts:
-                    st.enter_context(patch_mlp(lm, d.cfg.layer, _splicer(d, keep, lm.adapter.mlp(d.cfg.layer))))
-                lp_spl = ce_spliced.add(lm.model(input_ids=ids).logits, ids, valid)
-            kl = (lp_clean.exp() * (lp_clean - lp_spl)).sum(-1)
-            kl_sum += kl[valid].sum().item()
-            del lp_clean, lp_spl, kl
+            lp_clean = _forward(lm, ids, {layer: _recorder(rec, layer) for layer in all_layers}, ce_clean, valid)
+            bar.update()
+            for gi, g in enumerate(groups):
+                edits = {dicts[i].cfg.layer: _splicer(dicts[i], keep, lm.adapter.mlp(dicts[i].cfg.layer)) for i in g}
+                lp_spl = _forward(lm, ids, edits, ce_spliced[gi], valid)
+                kl = (lp_clean.exp() * (lp_clean - lp_spl)).sum(-1)
+                kl_sum[gi] += kl[valid].sum().item()
+                del lp_spl, kl
+                bar.update()
+            del lp_clean
             for d, acc in zip(dicts, accs):
                 mlp_in, mlp_out = rec[d.cfg.layer]
                 x, y = (t[keep] for t in d.cfg.pick(mlp_in, mlp_out))
                 z = d.encode(x)
                 acc.add(y, d.decode(z, x), z)
-                out_sum[d.cfg.layer] = out_sum[d.cfg.layer] + mlp_out[keep].sum(0, dtype=torch.float64)
+            for layer in all_layers:
+                out_sum[layer] = out_sum[layer] + rec[layer][1][keep].sum(0, dtype=torch.float64)
             out_n += int(keep.sum())
-            bar.update()
         means = {layer: (s / out_n).float() for layer, s in out_sum.items()}
-        # pass 2: mean- and zero-ablation of the same MLPs
+        # pass 2: mean- and zero-ablation of each group's MLPs
         for ids, keep, valid in batches():
-            for loss, fill in ((ce_mean, means), (ce_zero, None)):
-                with ExitStack() as st:
-                    for d in dicts:
-                        value = fill[d.cfg.layer] if fill is not None else None
-                        st.enter_context(patch_mlp(lm, d.cfg.layer, _ablator(value, keep)))
-                    loss.add(lm.model(input_ids=ids).logits, ids, valid)
-            bar.update()
+            for ls in layer_sets:
+                for loss, fill in ((ce_mean[ls], means), (ce_zero[ls], None)):
+                    edits = {layer: _ablator(fill[layer] if fill is not None else None, keep) for layer in ls}
+                    _forward(lm, ids, edits, loss, valid)
+                    bar.update()
     bar.close()
 
-    fid = {
-        "ce_clean": ce_clean.mean,
-        "ce_spliced": ce_spliced.mean,
-        "ce_mean_ablated": ce_mean.mean,
-        "ce_zero_ablated": ce_zero.mean,
-        "ce_increase": ce_spliced.mean - ce_clean.mean,
-        "ce_recovered_mean": _recovered(ce_mean.mean, ce_spliced.mean, ce_clean.mean),
-        "ce_recovered_zero": _recovered(ce_zero.mean, ce_spliced.mean, ce_clean.mean),
-        "kl_clean_spliced": kl_sum / max(ce_clean.n, 1),
-        "n_eval_tokens": int(ids_all.numel()),
-        "n_loss_positions": ce_clean.n,
-        "corpus": corpus,
-        "spliced_layers": layers,
-    }
-    result = {"runs": {}, "fidelity": fid}
-    for r, d, acc in zip(run_dirs, dicts, accs):
+    def fidelity(gi: int) -> dict:
+        ls = tuple(sorted({layers[i] for i in groups[gi]}))
+        c, sp, mn, zr = ce_clean.mean, ce_spliced[gi].mean, ce_mean[ls].mean, ce_zero[ls].mean
+        return {
+            "ce_clean": c, "ce_spliced": sp, "ce_mean_ablated": mn, "ce_zero_ablated": zr, "ce_increase": sp - c,
+            "ce_recovered_mean": _recovered(mn, sp, c), "ce_recovered_zero": _recovered(zr, sp, c),
+            "kl_clean_spliced": kl_sum[gi] / max(ce_clean.n, 1), "n_eval_tokens": int(ids_all.numel()),
+            "n_loss_positions": ce_clean.n, "corpus": corpus, "spliced_layers": list(ls),
+            "spliced_runs": [str(run_dirs[i]) for i in groups[gi]],
+        }
+
+    fids = [fidelity(gi) for gi in range(len(groups))]
+    together_fid = fids[0] if together else None
+    result = {"runs": {}, "fidelity": together_fid, "groups": fids}
+    for i, (r, d, acc) in enumerate(zip(run_dirs, dicts, accs)):
         m = {"layer": d.cfg.layer, "kind": d.cfg.kind, "activation": d.cfg.activation, "width": d.width, **acc.metrics()}
+        alone = next((f for gi, f in enumerate(fids) if groups[gi] == [i]), None)
+        if alone is not None:
+            m["alone"] = alone
         result["runs"][str(r)] = m
         if write:
-            atomic_write_json(r / METRICS_FILE, {**m, "fidelity": fid, "spliced_with": [str(x) for x in run_dirs]})
+            saved = {**m, "fidelity": together_fid or alone, "spliced_with": (together_fid or alone)["spliced_runs"]}
+            atomic_write_json(r / METRICS_FILE, saved)
     return result
+
+
+def _forward(lm, ids: torch.Tensor, edits: dict, loss: "_NextTokenLoss", valid: torch.Tensor) -> torch.Tensor:
+    """One forward with ``edits`` ({layer: fn(mlp_in, mlp_out)}) patched in; adds to ``loss``; returns log-probs."""
+    from ..models import patch_mlp
+
+    with ExitStack() as st:
+        for layer, fn in edits.items():
+            st.enter_context(patch_mlp(lm, layer, fn))
+        return loss.add(lm.model(input_ids=ids).logits, ids, valid)
 
 
 def _recorder(rec: dict, layer: int):
@@ -256,29 +285,41 @@ def _train_ctx_len(run_dir: Path) -> int | None:
 
 
 def format_table(result: dict) -> str:
-    """Two small tables: one row per dictionary, then the fidelity of splicing them all in."""
+    """One row per dictionary; then the fidelity of splicing them all in; then, if measured, each alone."""
     lines = []
     hdr = f"{'run':<32} {'layer':>5} {'kind':<16} {'width':>6} {'L0':>7} {'FVU':>7} {'MSE':>9} {'dead':>6} {'dense':>6}"
     lines += [hdr, "-" * len(hdr)]
     for r, m in result["runs"].items():
-        name = r if len(r) <= 32 else "…" + r[-31:]
         lines.append(
-            f"{name:<32} {m['layer']:>5} {m['kind'] + '/' + m['activation']:<16} {m['width']:>6} {m['l0']:>7.1f} "
+            f"{_short(r):<32} {m['layer']:>5} {m['kind'] + '/' + m['activation']:<16} {m['width']:>6} {m['l0']:>7.1f} "
             f"{m['fvu']:>7.3f} {m['mse']:>9.4g} {m['dead_fraction']:>6.1%} {m['dense_fraction']:>6.1%}"
         )
     f = result["fidelity"]
-    lines.append("")
-    lines.append(f"Next-token CE on {f['n_loss_positions']:,} held-out positions ({f['corpus']} corpus), layers {f['spliced_layers']} replaced together:")
-    rows = [
-        ("clean model", f["ce_clean"]),
-        ("transcoder spliced in", f["ce_spliced"]),
-        ("MLP mean-ablated", f["ce_mean_ablated"]),
-        ("MLP zero-ablated", f["ce_zero_ablated"]),
-    ]
-    for name, v in rows:
-        lines.append(f"  {name:<24} {v:8.4f} nats")
-    lines.append(f"  {'CE increase (spliced)':<24} {f['ce_increase']:8.4f} nats")
-    lines.append(f"  {'CE recovered vs mean-abl':<24} {f['ce_recovered_mean']:8.1%}")
-    lines.append(f"  {'CE recovered vs zero-abl':<24} {f['ce_recovered_zero']:8.1%}")
-    lines.append(f"  {'KL(clean || spliced)':<24} {f['kl_clean_spliced']:8.4f} nats/token")
+    if f is not None:
+        what = "transcoder spliced in" if len(f["spliced_layers"]) == 1 else "all spliced in"
+        lines.append("")
+        lines.append(f"Next-token CE on {f['n_loss_positions']:,} held-out positions ({f['corpus']} corpus), layers {f['spliced_layers']} replaced together:")
+        rows = [("clean model", f["ce_clean"]), (what, f["ce_spliced"]), ("MLP mean-ablated", f["ce_mean_ablated"]),
+                ("MLP zero-ablated", f["ce_zero_ablated"])]
+        for name, v in rows:
+            lines.append(f"  {name:<24} {v:8.4f} nats")
+        lines.append(f"  {'CE increase (spliced)':<24} {f['ce_increase']:8.4f} nats")
+        lines.append(f"  {'CE recovered vs mean-abl':<24} {f['ce_recovered_mean']:8.1%}")
+        lines.append(f"  {'CE recovered vs zero-abl':<24} {f['ce_recovered_zero']:8.1%}")
+        lines.append(f"  {'KL(clean || spliced)':<24} {f['kl_clean_spliced']:8.4f} nats/token")
+    alone = [(r, m) for r, m in result["runs"].items() if "alone" in m]
+    if alone:
+        a0 = alone[0][1]["alone"]
+        lines.append("")
+        lines.append(f"Each spliced in alone (clean CE {a0['ce_clean']:.4f} nats on {a0['n_loss_positions']:,} positions):")
+        hdr = f"{'run':<32} {'layer':>5} {'L0':>7} {'FVU':>7} {'CE spliced':>10} {'CE incr':>8} {'rec mean':>8} {'rec zero':>8} {'KL':>7}"
+        lines += [hdr, "-" * len(hdr)]
+        for r, m in alone:
+            a = m["alone"]
+            lines.append(f"{_short(r):<32} {m['layer']:>5} {m['l0']:>7.1f} {m['fvu']:>7.3f} {a['ce_spliced']:>10.4f} "
+                         f"{a['ce_increase']:>8.4f} {a['ce_recovered_mean']:>8.1%} {a['ce_recovered_zero']:>8.1%} {a['kl_clean_spliced']:>7.4f}")
     return "\n".join(lines)
+
+
+def _short(r: str) -> str:
+    return r if len(r) <= 32 else "…" + r[-31:]
