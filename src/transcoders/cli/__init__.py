@@ -93,6 +93,25 @@ def _import(ns: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_AXES = {"kind", "k", "l1", "target_l0", "width"}
+
+
+def _sweep(ns: argparse.Namespace) -> int:
+    from ..evaluation.sweep import RESULTS_MD, SweepGrid, run_sweep
+    from ..training import TrainConfig
+
+    base = TrainConfig(**{f.name: getattr(ns, f.name) for f in fields(TrainConfig) if f.name not in SWEEP_AXES})
+    grid = SweepGrid(**{f.name: getattr(ns, f.name) for f in fields(SweepGrid)})
+    if base.threads:
+        import torch
+
+        torch.set_num_threads(base.threads)
+    run_sweep(base, grid, progress=not ns.quiet)
+    print((Path(base.out) / RESULTS_MD).read_text())
+    print(f"results: {base.out}/results.csv, {base.out}/results.md, plots: {base.out}/pareto_ce.png, {base.out}/pareto_fvu.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..training import TrainConfig
 
@@ -136,6 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_eval)
+
+    from ..evaluation.sweep import SweepGrid
+
+    w = sub.add_parser(
+        "sweep",
+        help="train a grid (kinds x sparsity x widths) from one harvest, evaluate all, write table + Pareto plots",
+        description="Train every combination of --kinds, the sparsity axis (--ks for topk/batchtopk; --target-l0s or --l1s for "
+        "relu/jumprelu) and --widths from one cached harvest of activations (the model runs once), evaluate each run alone on "
+        "the same held-out tokens, and write results.csv, results.md, pareto_ce.png and pareto_fvu.png into --out. "
+        "Interrupted sweeps resume: rerun the same command.",
+        epilog="example:\n  transcoders sweep --layers 6 --kinds transcoder,skip-transcoder,sae --ks 16,32,64 --tokens 1000000 --out runs/sweep6",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataclass_args(w, SweepGrid)
+    add_dataclass_args(w, TrainConfig, skip=SWEEP_AXES)
+    w.set_defaults(out="runs/sweep", tokens=1_000_000)
+    w.add_argument("--quiet", action="store_true", help="no progress bars")
+    w.set_defaults(func=_sweep)
 
     x = sub.add_parser(
         "export",
