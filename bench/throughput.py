@@ -93,11 +93,11 @@ def main() -> None:
         st: LayerState = tr._new_state(args.layer)
         tr.states = {args.layer: st}
         tr._init_from_data({args.layer: (x, y)})
-        st.step(x[:B], y[:B], cfg.lr, cfg.l1, cfg)  # warm-up
+        st.step(x[:B], y[:B], cfg.lr, cfg.sparsity_coefficient, cfg)  # warm-up
         t0 = time.perf_counter()
         stats = None
         for s in range(0, n, B):
-            stats = st.step(x[s : s + B], y[s : s + B], cfg.lr, cfg.l1, cfg)
+            stats = st.step(x[s : s + B], y[s : s + B], cfg.lr, cfg.sparsity_coefficient, cfg)
         dt = time.perf_counter() - t0
         tps = n / dt
         print(f"  {activation:<5} {tps:10.0f} tokens/s   {useful * tps / 1e9:7.1f} GFLOP/s   {useful * tps / 1e9 / peak:6.1%} of peak"

@@ -207,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own bars say what is happening; theirs would garble one-line errors
+    try:  # the hub client logs each network retry as a warning; the final error says it in one line
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
     try:
         return ns.func(ns)
     except TranscodersError as e:

@@ -215,7 +215,7 @@ def evaluate(
     result = {"runs": {}, "fidelity": together_fid, "groups": fids}
     for i, (r, d, acc) in enumerate(zip(run_dirs, dicts, accs)):
         m = {"layer": d.cfg.layer, "kind": d.cfg.kind, "activation": d.cfg.activation, "width": d.width, **acc.metrics()}
-        alone = next((f for gi, f in enumerate(fids) if groups[gi] == [i]), None)
+        alone = next((f for gi, f in enumerate(fids) if groups[gi] == [i]), None) if each else None
         if alone is not None:
             m["alone"] = alone
         result["runs"][str(r)] = m

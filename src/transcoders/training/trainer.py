@@ -242,13 +242,10 @@ class Trainer:
         path = self.out / CHECKPOINT_FILE
         if not path.exists():
             return False
+        meta = read_checkpoint_state(path)
         try:
             tensors = load_file(str(path))
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                meta = json.loads(f.metadata()["state"])
-        except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as e:
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]}): delete it to restart the run from scratch") from None
         if set(meta["layers"]) != {str(l) for l in self.layers}:
             raise CheckpointError(f"{path} holds layers {sorted(meta['layers'])}, but the run trains {self.layers}")
@@ -336,6 +333,17 @@ class Trainer:
         return dirs
 
 
+def read_checkpoint_state(path: Path) -> dict:
+    """The checkpoint's JSON state (step, data position, scales); a one-line error if the file is damaged."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return json.loads(f.metadata()["state"])
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]}): delete it to restart the run from scratch") from None
+
+
 def _harvest_reporter(bar, desc: str):
     """Show the model pass that fills the next chunk in the bar's label, so progress never stalls silently."""
 
@@ -385,6 +393,8 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
         if not (out / CHECKPOINT_FILE).exists() and _finished_dirs(out):
             print(f"{out} is already finished; nothing to resume")
             return _finished_dirs(out)
+        if (out / CHECKPOINT_FILE).exists():
+            read_checkpoint_state(out / CHECKPOINT_FILE)  # fail before loading the model and the corpus
     else:
         out = prepare_out(cfg, overwrite=overwrite)
     dtype = getattr(torch, cfg.dtype)
