@@ -38,14 +38,18 @@ def make(kind, activation, layer=3, seed=0):
     return d
 
 
+def _topk(pre, k):
+    v, i = pre.topk(k, dim=-1)
+    return torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
+
+
 def reference_forward(fmt, t, cfg, x):
     """Each format's forward, written from its documentation, on the exported tensors only."""
     if fmt == "saelens":
         pre = x @ t["W_enc"] + t["b_enc"]
         arch = cfg["architecture"]
         if arch == "topk":
-            v, i = pre.topk(cfg["k"], dim=-1)
-            z = torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
+            z = _topk(pre, cfg["k"])
         elif arch.startswith("jumprelu"):
             z = torch.relu(pre) * (pre > t["threshold"])
         else:
@@ -58,8 +62,7 @@ def reference_forward(fmt, t, cfg, x):
     if "activation_function.threshold" in t:
         z = pre * (pre > t["activation_function.threshold"])
     elif cfg.get("activation") == "topk":
-        v, i = pre.topk(cfg["k"], dim=-1)
-        z = torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
+        z = _topk(pre, cfg["k"])
     else:
         z = torch.relu(pre)
     y = z @ t["W_dec"] + t["b_dec"]
