@@ -154,3 +154,31 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_model_dir, tiny_cor
     # resuming a finished run is a no-op, not an error
     again = subprocess.run(_cli("train", "--resume", run, "--quiet"), env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "already finished" in again.stdout
+
+
+@pytest.mark.parametrize("activation,extra", [("relu", {"target_l0": 10}), ("jumprelu", {"target_l0": 10}), ("batchtopk", {})])
+def test_resume_restores_controller_and_threshold_state(tiny_model_dir, tiny_corpus, tmp_path, monkeypatch, activation, extra):
+    """A crash between checkpoints, then --resume: the λ controller's state, JumpReLU thresholds and the
+    BatchTopK running threshold come back, so the result equals the uninterrupted run's."""
+    import transcoders.training.trainer as T
+
+    kw = dict(activation=activation, tokens=12288, checkpoint_every=10, **extra)
+    (ref,) = train(cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "ref", **kw), progress=False)
+    orig, calls = T.LayerState.step, {"n": 0}
+
+    def crashing_step(self, *a):
+        calls["n"] += 1
+        if calls["n"] == 25:  # after the checkpoint at step 20
+            raise KeyboardInterrupt
+        return orig(self, *a)
+
+    monkeypatch.setattr(T.LayerState, "step", crashing_step)
+    cfg = cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "run", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.setattr(T.LayerState, "step", orig)
+    (run,) = train(cfg, resume=True, progress=False)
+    wr, wk = load_file(str(ref / "weights.safetensors")), load_file(str(run / "weights.safetensors"))
+    assert wr.keys() == wk.keys()
+    for k in wr:
+        torch.testing.assert_close(wk[k], wr[k], rtol=1e-5, atol=1e-6)
