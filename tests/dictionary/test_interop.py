@@ -149,3 +149,19 @@ def test_unsupported_exports_and_bad_imports_are_one_line_errors(tmp_path, capsy
         cfg["metadata"]["hook_name"] = "blocks.3.hook_resid_pre"
         (tmp_path / "resid" / "cfg.json").write_text(json.dumps(cfg))
         import_runs(tmp_path / "resid", tmp_path / "r2")
+
+
+def test_import_refuses_an_existing_folder_and_a_failed_overwrite_loses_nothing(tmp_path, capsys):
+    save_dictionary(make("transcoder", "relu"), tmp_path / "run")
+    export_runs([tmp_path / "run"], "circuit-tracer", tmp_path / "ct")
+    assert main(["import", str(tmp_path / "ct"), str(tmp_path / "dest")]) == 0
+    before = (tmp_path / "dest" / "weights.safetensors").read_bytes()
+    assert main(["import", str(tmp_path / "ct"), str(tmp_path / "dest")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "layer_0.safetensors").write_bytes(b"junk")
+    assert main(["import", str(tmp_path / "broken"), str(tmp_path / "dest"), "--overwrite"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert (tmp_path / "dest" / "weights.safetensors").read_bytes() == before
+    assert main(["import", str(tmp_path / "ct"), str(tmp_path / "dest"), "--overwrite"]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind

@@ -83,13 +83,26 @@ def _export(ns: argparse.Namespace) -> int:
 def _import(ns: argparse.Namespace) -> int:
     from ..dictionary.interop import import_runs
 
+    import shutil
+    import tempfile
+
+    from ..paths import atomic_replace_dir
+
     out = Path(ns.out)
     if out.exists() and any(out.iterdir()) and not ns.overwrite:
         from ..errors import RunExistsError
 
         raise RunExistsError(f"{out} already exists: pass --overwrite to replace it, or choose another folder")
-    for path in import_runs(Path(ns.src), out, fmt=ns.format, model=ns.model):
-        print(f"wrote {path}")
+    # Import into a fresh sibling folder and swap it in only when complete: a failed import loses nothing.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.import."))
+    try:
+        paths = import_runs(Path(ns.src), tmp / "run", fmt=ns.format, model=ns.model)
+        atomic_replace_dir(tmp / "run", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for path in paths:
+        print(f"wrote {out / path.relative_to(tmp / 'run')}")
     return 0
 
 
