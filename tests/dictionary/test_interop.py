@@ -43,6 +43,11 @@ def _topk(pre, k):
     return torch.zeros_like(pre).scatter(-1, i, torch.relu(v))
 
 
+def _decode(z, t, x):
+    y = z @ t["W_dec"] + t["b_dec"]
+    return y + x @ t["W_skip"].T if "W_skip" in t else y
+
+
 def reference_forward(fmt, t, cfg, x):
     """Each format's forward, written from its documentation, on the exported tensors only."""
     if fmt == "saelens":
@@ -54,10 +59,7 @@ def reference_forward(fmt, t, cfg, x):
             z = torch.relu(pre) * (pre > t["threshold"])
         else:
             z = torch.relu(pre)
-        y = z @ t["W_dec"] + t["b_dec"]
-        if "W_skip" in t:
-            y = y + x @ t["W_skip"].T
-        return z, y
+        return z, _decode(z, t, x)
     pre = x @ t["W_enc"].T + t["b_enc"]
     if "activation_function.threshold" in t:
         z = pre * (pre > t["activation_function.threshold"])
@@ -65,10 +67,7 @@ def reference_forward(fmt, t, cfg, x):
         z = _topk(pre, cfg["k"])
     else:
         z = torch.relu(pre)
-    y = z @ t["W_dec"] + t["b_dec"]
-    if "W_skip" in t:
-        y = y + x @ t["W_skip"].T
-    return z, y
+    return z, _decode(z, t, x)
 
 
 CASES = {

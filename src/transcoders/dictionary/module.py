@@ -30,7 +30,8 @@ from torch import nn
 
 KINDS = ("transcoder", "skip-transcoder", "sae")
 ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu")
-USES_K = ("topk", "batchtopk")
+USES_K = ("topk", "batchtopk")  # sparsity set by k
+USES_PENALTY = ("relu", "jumprelu")  # sparsity set by a penalty coefficient λ
 
 
 @dataclass

@@ -13,9 +13,10 @@ import csv
 import io
 import json
 import sys
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..dictionary.module import USES_K, USES_PENALTY
 from ..errors import TranscodersError
 from ..paths import atomic_write_bytes, atomic_write_json
 from ..training.config import TrainConfig, opt
@@ -47,7 +48,7 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
     for k in kinds:
         if k not in ("transcoder", "skip-transcoder", "sae"):
             raise TranscodersError(f"unknown kind {k!r} in --kinds: use transcoder, skip-transcoder, sae")
-    if base.activation in ("topk", "batchtopk"):
+    if base.activation in USES_K:
         axis = [("k", int(v)) for v in _floats(grid.ks)]
     elif grid.target_l0s:
         axis = [("target_l0", v) for v in _floats(grid.target_l0s)]
@@ -71,7 +72,6 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
 
 def run_sweep(base: TrainConfig, grid: SweepGrid, *, progress: bool = True, lm=None) -> dict:
     """Train (or resume, or skip) every run of the grid, evaluate all of them, write the report."""
-    from ..data.packing import load_split  # noqa: F401  (import errors surface before any work)
     from ..models import load_model
     from ..training.trainer import CHECKPOINT_FILE, _finished_dirs, train
     from .evaluate import evaluate
@@ -127,7 +127,7 @@ def results_rows(res: dict, configs: list[tuple[str, TrainConfig]]) -> list[dict
         rows.append({
             "run": name if str(p) in by_dir else f"{name}/{p.name}", "layer": m["layer"], "kind": m["kind"],
             "activation": m["activation"], "width": m["width"],
-            "k": cfg.k if cfg.activation in ("topk", "batchtopk") else "", "l1": cfg.l1 if cfg.activation in ("relu", "jumprelu") else "",
+            "k": cfg.k if cfg.activation in USES_K else "", "l1": cfg.l1 if cfg.activation in USES_PENALTY else "",
             "target_l0": cfg.target_l0 or "", "l0": m["l0"], "fvu": m["fvu"], "mse": m["mse"],
             **{k: a[k] for k in ("ce_clean", "ce_spliced", "ce_increase", "ce_mean_ablated", "ce_zero_ablated",
                                  "ce_recovered_mean", "ce_recovered_zero", "kl_clean_spliced")},
@@ -197,6 +197,3 @@ def plot_pareto(rows: list[dict], ce_path: Path, fvu_path: Path) -> None:
         plt.close(fig)
         atomic_write_bytes(path, buf.getvalue())
 
-
-def sweep_fields() -> list[str]:
-    return [f.name for f in fields(SweepGrid)]

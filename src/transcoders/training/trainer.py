@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data.activations import ActivationSource, hook_names
 from ..dictionary import Dictionary, DictionaryConfig, save_dictionary
+from ..dictionary.module import USES_K, USES_PENALTY
 from ..errors import CheckpointError, RunExistsError, TrainingDivergedError
 from ..paths import atomic_write_bytes, atomic_write_json
 from .config import TrainConfig, parse_layers
@@ -90,7 +91,6 @@ class LayerState:
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, l1: float, cfg: TrainConfig) -> dict[str, float]:
         d = self.dictionary
-        d.bandwidth = cfg.jumprelu_bandwidth
         x = x * self.in_scale
         y = y * self.out_scale
         y_hat, enc = d.forward_sparse(x, training=True)
@@ -104,7 +104,7 @@ class LayerState:
         elif cfg.activation == "jumprelu":
             loss = loss + l1 * d.l0_penalty(enc)
         dead = self.since_fired >= cfg.dead_tokens
-        if cfg.activation in ("topk", "batchtopk") and cfg.auxk_alpha > 0 and dead.any():
+        if cfg.activation in USES_K and cfg.auxk_alpha > 0 and dead.any():
             loss = loss + cfg.auxk_alpha * self._auxk_loss(enc.pre, err.detach(), dead)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
@@ -132,7 +132,7 @@ class LayerState:
                 "l0": enc.l0().float().mean().item(),
                 "dead": dead.float().mean().item(),
             }
-            if cfg.activation in ("relu", "jumprelu"):
+            if cfg.activation in USES_PENALTY:
                 stats["l1"] = l1
         return stats
 
@@ -144,7 +144,7 @@ class LayerState:
         steps done): ReLU features pushed below zero rarely come back, so overshooting the target is
         costly and approaching it from above, slowly, is what lands it.
         """
-        if cfg.target_l0 > 0 and cfg.activation in ("relu", "jumprelu"):
+        if cfg.target_l0 > 0 and cfg.activation in USES_PENALTY:
             if self.l0_start <= 0:
                 self.l0_start = max(l0, 0.1)
             glide = min(1.0, progress / L0_GLIDE)
@@ -190,7 +190,7 @@ class Trainer:
             hin = hout = hout if self.cfg.sae_site == "mlp-out" else hin
         return DictionaryConfig(
             d_in=a.d_model, d_out=a.d_model, width=width, kind=self.cfg.kind,
-            activation=self.cfg.activation, k=self.cfg.k if self.cfg.activation in ("topk", "batchtopk") else None,
+            activation=self.cfg.activation, k=self.cfg.k if self.cfg.activation in USES_K else None,
             model=self.lm.name, model_type=self.lm.model.config.model_type, layer=layer,
             hook_in=hin, hook_out=hout,
         )
@@ -200,6 +200,7 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.seed * 1000 + layer)
         d = Dictionary(dcfg, device=self.cfg.device)
         d.reset_parameters(generator=g)
+        d.bandwidth = self.cfg.jumprelu_bandwidth
         opt = make_adam(d, self.cfg.lr)
         return LayerState(layer, d, opt, since_fired=torch.zeros(dcfg.width, dtype=torch.long))
 
