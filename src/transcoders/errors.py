@@ -32,3 +32,7 @@ class RunExistsError(TranscodersError):
 
 class TrainingDivergedError(TranscodersError):
     """The loss became NaN or infinite."""
+
+
+class CircuitError(TranscodersError):
+    """A transcoder set that cannot be used for circuits, a bad target, feature or intervention spec."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import operator
 import re
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -43,6 +44,18 @@ HOOK_POINTS: dict[str, str] = {
 _HOOK_RE = re.compile(r"blocks\.(-?\d+)\.(" + "|".join(re.escape(k) for k in HOOK_POINTS) + r")")
 
 
+@dataclass
+class NormParams:
+    """What a norm computes, ``y = gain * P(x) / sqrt(mean(P(x)^2) + eps) + bias``, with ``P`` the centring
+    ``x - mean(x)`` for LayerNorm and the identity for RMSNorm. Circuits freeze the denominator per position
+    (the prompt's own value), which makes the norm linear."""
+
+    gain: Tensor  # [d]
+    bias: Tensor | None  # [d]
+    centered: bool
+    eps: float
+
+
 class Adapter:
     """Names the parts of one loaded causal LM. Subclasses fill in the module paths of one family.
 
@@ -59,6 +72,8 @@ class Adapter:
     embed_scale: float = 1.0
     #: logits are ``c * tanh(logits / c)`` with this ``c`` (Gemma 2/3), or plain when None
     logit_softcap: float | None = None
+    #: RMSNorms multiply by ``offset + weight`` (Gemma stores the weight as an offset from 1)
+    rms_gain_offset: float = 0.0
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -160,6 +175,18 @@ class Adapter:
         if self.logit_softcap is not None:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return logits
+
+    def norm_params(self, norm: nn.Module) -> NormParams:
+        """The parameters of one of this model's norms (LayerNorm or the family's RMSNorm), read structurally."""
+        if isinstance(norm, nn.LayerNorm):
+            d = norm.normalized_shape[-1]
+            gain = norm.weight.detach() if norm.weight is not None else torch.ones(d)
+            bias = norm.bias.detach() if norm.bias is not None else None
+            return NormParams(gain, bias, True, float(norm.eps))
+        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
+        if eps is None or getattr(norm, "weight", None) is None:
+            raise ModelError(f"cannot read the parameters of norm {type(norm).__name__}: it has no weight/eps")
+        return NormParams(norm.weight.detach() + self.rms_gain_offset, None, False, float(eps))
 
     def hook_point(self, name: str) -> tuple[nn.Module, str]:
         """``"blocks.6.mlp.in"`` -> ``(module, "input")``; see the module docstring for the names.
@@ -272,6 +299,7 @@ class GemmaAdapter(LlamaAdapter):
     def __init__(self, model: nn.Module):
         super().__init__(model)
         self.embed_scale = float(self.d_model) ** 0.5
+        self.rms_gain_offset = 1.0
         self.logit_softcap = getattr(self.config, "final_logit_softcapping", None)
         # structural, not by name: a Gemma 2/3 block carries the extra norms
         self.sandwich_norms = hasattr(self._layers()[0], "pre_feedforward_layernorm")
