@@ -520,7 +520,7 @@ class FrozenPrompt:
             by_stage.setdefault(s, []).append(i)
         top = max(by_stage)
         bias = torch.zeros(N) if consts is None else consts.clone().float()
-        feats = [torch.zeros(N, 0) for _ in range(rep.n_layers)]
+        feats = [torch.zeros(N, t.acts_pos.numel()) for t in self.layers]
         errors = torch.zeros(N, rep.n_layers, self.n_tokens)
 
         def inject(stage: int) -> None:

@@ -35,11 +35,18 @@ def add_dataclass_args(p: argparse.ArgumentParser, cls, skip: set[str] = frozens
         if f.name in skip:
             continue
         default = f.default if f.default is not MISSING else None
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):
+            p.add_argument(flag, action="store_true", dest=f.name, help=f.metadata.get("help", ""))
+            continue
+        if f.metadata.get("required"):
+            p.add_argument(flag, type=str, dest=f.name, required=True, help=f.metadata.get("help", ""))
+            continue
         kw = {"default": default, "help": f"{f.metadata.get('help', '')} (default: %(default)s)"}
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
         typ = type(default) if default is not None else str
-        p.add_argument("--" + f.name.replace("_", "-"), type=typ, dest=f.name, **kw)
+        p.add_argument(flag, type=typ, dest=f.name, **kw)
 
 
 def _train(ns: argparse.Namespace) -> int:
@@ -211,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", default=None, help="model the dictionaries belong to, when the files do not say (e.g. default)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     m.set_defaults(func=_import)
+
+    from .circuits import add_circuit_parsers
+
+    add_circuit_parsers(sub)
     return p
 
 

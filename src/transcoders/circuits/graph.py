@@ -1,0 +1,259 @@
+"""Attribution graphs (circuit-tracer's method) on the frozen-linear replacement.
+
+Nodes: every active transcoder feature (at every layer and token), one error node per (layer, token), one node per
+input token, and the output nodes (the top logits at the last token until their probability reaches
+``logit_prob``, at most ``max_logits``, or one custom :class:`~transcoders.circuits.targets.Target`). An edge is a
+*direct effect* in the frozen model: how much a source moves a target's pre-activation (or logit) through the
+residual stream, attention heads (frozen patterns) and skip paths, with every other feature held fixed. Rows come
+from batched backward passes (:meth:`FrozenPrompt.backward`): logit rows first, then feature rows in order of
+their estimated influence on the outputs, up to ``max_feature_nodes``.
+
+Pruning keeps the nodes that carry ``node_threshold`` of the total influence on the outputs and the edges that
+carry ``edge_threshold`` of it (tokens and outputs always stay), then drops nodes left without edges. The
+replacement score is the share of the tokens' influence on the outputs that flows through features rather than
+errors; the completeness score the influence-weighted share of node inputs that are not errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .replacement import FrozenPrompt
+from .targets import Target, logit_target
+
+
+@dataclass
+class AttributionGraph:
+    """Dense adjacency over ``[selected features, errors (layer-major), tokens, outputs]``; rows are targets,
+    columns sources; rows of errors and tokens are zero."""
+
+    fp: FrozenPrompt
+    features: Tensor  # [n_sel, 3] (layer, pos, feature) of the selected features
+    activations: Tensor  # [n_sel]
+    outputs: list[Target]
+    output_weights: Tensor  # [n_out] (logit probabilities, or 1 for a custom target)
+    adjacency: Tensor  # [N, N]
+    values: Tensor  # [N] each node's value (feature pre-activation / output value; 0 for sources only)
+    bias: Tensor  # [N] the bias part of each target row
+    n_active: int  # active features before selection
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return self.fp.rep.n_layers
+
+    @property
+    def n_pos(self) -> int:
+        return self.fp.n_tokens
+
+    @property
+    def n_features(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def error_slice(self) -> slice:
+        return slice(self.n_features, self.n_features + self.n_layers * self.n_pos)
+
+    @property
+    def token_slice(self) -> slice:
+        e = self.error_slice.stop
+        return slice(e, e + self.n_pos)
+
+    @property
+    def output_slice(self) -> slice:
+        t = self.token_slice.stop
+        return slice(t, t + len(self.outputs))
+
+    def output_weight_vector(self) -> Tensor:
+        w = torch.zeros(self.adjacency.shape[0])
+        w[self.output_slice] = self.output_weights
+        return w
+
+
+# ------------------------------------------------------------------------------------------------ influence
+def normalize_rows(a: Tensor) -> Tensor:
+    a = a.abs()
+    return a / a.sum(1, keepdim=True).clamp_min(1e-10)
+
+
+def influence(adjacency: Tensor, weights: Tensor, max_iter: int = 1000) -> Tensor:
+    """Total influence of every node on the weighted outputs: ``w (A + A^2 + ...)`` of the row-normalised |A|
+    (finite because the graph is acyclic)."""
+    a = normalize_rows(adjacency)
+    cur = weights @ a
+    total = cur.clone()
+    for _ in range(max_iter):
+        cur = cur @ a
+        if not cur.any():
+            return total
+        total += cur
+    raise RuntimeError("influence did not converge: the adjacency matrix has a cycle")
+
+
+def _threshold(scores: Tensor, keep: float) -> Tensor:
+    s = scores.flatten().sort(descending=True).values
+    total = s.sum()
+    if total <= 0:
+        return s[-1]
+    cum = s.cumsum(0) / total
+    i = min(int(torch.searchsorted(cum, torch.tensor(keep)).item()), s.numel() - 1)
+    return s[i]
+
+
+def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98):
+    """``(node_mask, edge_mask, cumulative_influence)``; see the module docstring."""
+    if not (0 <= node_threshold <= 1 and 0 <= edge_threshold <= 1):
+        raise ValueError("thresholds must lie in [0, 1]")
+    A, w = graph.adjacency, graph.output_weight_vector()
+    n_keep_always = len(graph.outputs) + graph.n_pos
+    node_inf = influence(A, w)
+    node_mask = node_inf >= _threshold(node_inf, node_threshold)
+    node_mask[-n_keep_always:] = True
+    pruned = A.clone()
+    pruned[~node_mask] = 0
+    pruned[:, ~node_mask] = 0
+    na = normalize_rows(pruned)
+    edge_scores = na * (influence(pruned, w) + w)[:, None]
+    edge_mask = edge_scores >= _threshold(edge_scores, edge_threshold)
+    edge_mask &= pruned != 0
+    nf = graph.n_features
+    while True:
+        before = node_mask.clone()
+        edge_mask[~node_mask] = False
+        edge_mask[:, ~node_mask] = False
+        node_mask[:-n_keep_always] &= edge_mask[:, :-n_keep_always].any(0)  # features, errors: need an out-edge
+        node_mask[:nf] &= edge_mask[:nf].any(1)  # features: need an in-edge
+        if torch.equal(node_mask, before):
+            break
+    order = node_inf.argsort(descending=True)
+    cum = torch.zeros_like(node_inf)
+    cum[order] = node_inf[order].cumsum(0) / node_inf.sum().clamp_min(1e-30)
+    return node_mask, edge_mask, cum
+
+
+def scores(graph: AttributionGraph) -> tuple[float, float]:
+    """``(replacement, completeness)``: see the module docstring."""
+    A, w = graph.adjacency, graph.output_weight_vector()
+    inf = influence(A, w)
+    token_inf = inf[graph.token_slice].sum()
+    error_inf = inf[graph.error_slice].sum()
+    replacement = float(token_inf / (token_inf + error_inf).clamp_min(1e-30))
+    non_error = 1 - normalize_rows(A)[:, graph.error_slice].sum(-1)
+    out_inf = inf + w
+    completeness = float((non_error * out_inf).sum() / out_inf.sum())
+    return replacement, completeness
+
+
+# ------------------------------------------------------------------------------------------------ building
+def top_logit_targets(fp: FrozenPrompt, max_logits: int = 10, logit_prob: float = 0.95) -> tuple[list[Target], Tensor]:
+    logits = fp.logits()
+    cap = fp.rep.adapter.logit_softcap
+    probs = (torch.tanh(logits / cap) * cap if cap else logits).softmax(-1)
+    p, idx = probs.sort(descending=True)
+    n = int((p.cumsum(0) < logit_prob).sum()) + 1
+    n = max(1, min(n, max_logits))
+    return [logit_target(fp, int(i)) for i in idx[:n]], p[:n].clone()
+
+
+def attribution_graph(
+    fp: FrozenPrompt,
+    target: Target | None = None,
+    *,
+    max_logits: int = 10,
+    logit_prob: float = 0.95,
+    max_feature_nodes: int | None = None,
+    batch_size: int = 64,
+    update_interval: int = 4,
+    progress=None,
+) -> AttributionGraph:
+    """Build the graph; ``progress(done, total)`` is called after each batch of rows."""
+    import time
+
+    t0 = time.perf_counter()
+    rep = fp.rep
+    if target is None:
+        outputs, weights = top_logit_targets(fp, max_logits, logit_prob)
+    else:
+        outputs, weights = [target], torch.ones(1)
+    # all active features, in (layer, pos) order; their columns in Edges follow LayerTrace.acts_*
+    layers = [L for L in range(rep.n_layers)]
+    act_layer = torch.cat([torch.full((fp.layers[L].acts_pos.numel(),), L) for L in layers])
+    act_pos = torch.cat([fp.layers[L].acts_pos for L in layers])
+    act_idx = torch.cat([fp.layers[L].acts_idx for L in layers])
+    act_val = torch.cat([fp.layers[L].acts_val for L in layers])
+    n_act = act_layer.numel()
+    limit = n_act if max_feature_nodes is None else min(max_feature_nodes, n_act)
+    n_err, T = rep.n_layers * fp.n_tokens, fp.n_tokens
+    n_src = n_act + n_err + T
+
+    def rows_for(tgts: list[Target]) -> tuple[Tensor, Tensor]:
+        e = fp.backward([(t.stage, t.pos, t.vector) for t in tgts], torch.tensor([t.const for t in tgts]))
+        feats = torch.cat([e.features[L] for L in layers], dim=1)
+        return torch.cat([feats, e.errors.flatten(1), e.tokens], dim=1), e.bias
+
+    def feature_targets(ids: Tensor) -> list[Target]:
+        out = []
+        for j in ids.tolist():
+            L, p, f = int(act_layer[j]), int(act_pos[j]), int(act_idx[j])
+            v, c = fp.feature_vector(L, f, p)
+            out.append(Target(f"tc{L}[{f}]@{p}", "feature", rep.mid_stage(L), p, v, c, L, f))
+        return out
+
+    out_rows, out_bias = rows_for(outputs)
+    R = torch.zeros(limit, n_src)  # feature rows, in the order computed
+    R_bias = torch.zeros(limit)
+    order = torch.zeros(limit, dtype=torch.long)  # active-feature index of each row
+    visited = torch.zeros(n_act, dtype=torch.bool)
+    done, batches, ranking = 0, 0, None
+    while done < limit:
+        if limit == n_act:  # every row is wanted: go in layer order, for batches that stop low in the model
+            nxt = (~visited).nonzero(as_tuple=True)[0][:batch_size]
+        else:
+            if ranking is None or batches % update_interval == 0:  # re-estimate influence from the rows so far
+                inf = _partial_influence(out_rows, weights, R[:done], order[:done])
+                ranking = inf[:n_act]
+            nxt = ranking.masked_fill(visited, -1.0).topk(min(batch_size, limit - done)).indices
+        r, b = rows_for(feature_targets(nxt))
+        R[done : done + nxt.numel()], R_bias[done : done + nxt.numel()] = r, b
+        order[done : done + nxt.numel()] = nxt
+        visited[nxt] = True
+        done += nxt.numel()
+        batches += 1
+        if progress is not None:
+            progress(done, limit)
+    perm = order.argsort()  # rows back in (layer, pos) order
+    selected, R, R_bias = order[perm], R[perm], R_bias[perm]
+    n_sel, n_out = selected.numel(), len(outputs)
+    N = n_sel + n_err + T + n_out
+    keep_cols = torch.cat([selected, torch.arange(n_act, n_src)])  # drop columns of unselected features
+    A = torch.zeros(N, N)
+    A[:n_sel, : n_sel + n_err + T] = R[:, keep_cols]
+    A[N - n_out:, : n_sel + n_err + T] = out_rows[:, keep_cols]
+    bias = torch.zeros(N)
+    bias[:n_sel], bias[N - n_out:] = R_bias, out_bias
+    values = torch.zeros(N)
+    values[:n_sel] = R.sum(1) + R_bias
+    values[N - n_out:] = out_rows.sum(1) + out_bias
+    feats = torch.stack([act_layer[selected], act_pos[selected], act_idx[selected]], dim=1)
+    g = AttributionGraph(fp, feats, act_val[selected], outputs, weights, A, values, bias, n_act)
+    g.timings["attribution_s"] = time.perf_counter() - t0
+    return g
+
+
+def _partial_influence(out_rows: Tensor, weights: Tensor, rows: Tensor, row_ids: Tensor) -> Tensor:
+    """Influence over all sources, propagated through the feature rows computed so far (``rows[i]`` belongs to
+    active feature ``row_ids[i]``)."""
+    cur = weights @ normalize_rows(out_rows)  # [n_src]
+    total = cur.clone()
+    if rows.shape[0] == 0:
+        return total
+    na = normalize_rows(rows)
+    for _ in range(1000):
+        cur = cur[row_ids] @ na
+        if not cur.any():
+            break
+        total += cur
+    return total

@@ -1,0 +1,176 @@
+"""What a circuit explains: a *target* (the root of a path search, the output node of an attribution graph).
+
+Spellings (``--target`` on the command line):
+
+==========================  ==============================================================================
+``L:F`` or ``L:F@P``        transcoder feature F of layer L at token position P (default: the last token);
+                            its value is the feature's pre-activation
+``logit:TOK``               the logit of a token at the last position (before any softcapping); TOK is the
+                            token's text (``3``, ``' Paris'`` with quotes for leading spaces) or ``#ID``
+``logit:A-B``               a logit difference, e.g. ``logit:3-2`` = logit("3") - logit("2")
+``resid:L:FILE[@P]``        any direction (a .npy/.pt/.safetensors vector of d_model numbers) read from the
+                            residual stream before block L (``L = n_layers``: the final residual, before the
+                            final norm)
+==========================  ==============================================================================
+
+Negative positions count from the end (``@-1`` is the last token).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import CircuitError
+from .replacement import FrozenPrompt
+
+_FEATURE = re.compile(r"(?:tc|mlp)?(\d+)[:\[](\d+)\]?(?:@(-?\d+))?")
+
+
+@dataclass
+class Target:
+    """A node to explain: its value is ``vector · resid[stage][pos] + const`` in the frozen model."""
+
+    label: str  # e.g. "tc8[123]@5", 'logit("3")-logit("2")'
+    kind: str  # "feature" | "logit" | "direction"
+    stage: int
+    pos: int
+    vector: Tensor
+    const: float
+    layer: int = -1  # feature targets
+    feature: int = -1
+    tokens: tuple[int, ...] = ()  # logit targets: (token,) or (plus, minus)
+
+    def value(self, fp: FrozenPrompt) -> float:
+        return float(self.vector @ fp.resid(self.stage)[self.pos]) + self.const
+
+
+def _pos(fp: FrozenPrompt, text: str | None) -> int:
+    if text is None:
+        return fp.n_tokens - 1
+    p = int(text)
+    if not -fp.n_tokens <= p < fp.n_tokens:
+        raise CircuitError(f"position {p} is outside the prompt (it has {fp.n_tokens} tokens: 0-{fp.n_tokens - 1})")
+    return p % fp.n_tokens
+
+
+def feature_target(fp: FrozenPrompt, layer: int, feature: int, pos: int) -> Target:
+    rep = fp.rep
+    if layer not in rep.tset:
+        raise CircuitError(f"the transcoder set has no layer {layer} (it has {rep.tset.layers[0]}-{rep.tset.layers[-1]})")
+    width = rep.tset[layer].width
+    if not 0 <= feature < width:
+        raise CircuitError(f"feature {feature} does not exist: layer {layer}'s transcoder has features 0-{width - 1}")
+    v, c = fp.feature_vector(layer, feature, pos)
+    return Target(f"tc{layer}[{feature}]@{pos}", "feature", rep.mid_stage(layer), pos, v, c, layer, feature)
+
+
+def token_id(fp: FrozenPrompt, text: str) -> int:
+    """``#ID`` or the text of exactly one token (quotes allowed, to keep a leading space)."""
+    vocab = fp.rep.W_U.shape[1]
+    if text.startswith("#") and text[1:].isdigit():
+        tid = int(text[1:])
+        if tid >= vocab:
+            raise CircuitError(f"token id {tid} is outside the vocabulary (0-{vocab - 1})")
+        return tid
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    tok = fp.rep.lm.tokenizer
+    if tok is None:
+        raise CircuitError("the model has no tokenizer: name tokens by id, e.g. logit:#42")
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise CircuitError(f"{text!r} is {len(ids)} tokens ({ids}), not one: pick a single token or give its id as #ID")
+    return ids[0]
+
+
+def logit_target(fp: FrozenPrompt, plus: int, minus: int | None = None, pos: int | None = None, label: str | None = None) -> Target:
+    rep = fp.rep
+    pos = fp.n_tokens - 1 if pos is None else pos
+    direction = rep.W_U[:, plus].clone()
+    bias = 0.0 if rep.b_U is None else float(rep.b_U[plus])
+    tokens: tuple[int, ...] = (plus,)
+    if minus is not None:
+        direction -= rep.W_U[:, minus]
+        bias -= 0.0 if rep.b_U is None else float(rep.b_U[minus])
+        tokens = (plus, minus)
+    v, c = fp.logit_vector(direction, pos, bias)
+    label = label or "-".join(f"logit({_show(fp, t)})" for t in tokens)
+    return Target(label, "logit", rep.final_stage, pos, v, c, tokens=tokens)
+
+
+def _show(fp: FrozenPrompt, tid: int) -> str:
+    tok = fp.rep.lm.tokenizer
+    return repr(tok.decode([tid])) if tok is not None else f"#{tid}"
+
+
+def load_vector(path: str, d_model: int) -> Tensor:
+    p = Path(path)
+    if not p.is_file():
+        raise CircuitError(f"direction file {path} does not exist")
+    try:
+        if p.suffix == ".npy":
+            import numpy as np
+
+            v = torch.from_numpy(np.load(p))
+        elif p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(p))
+            if len(tensors) != 1:
+                raise CircuitError(f"{path} holds {len(tensors)} tensors; a direction file must hold exactly one")
+            v = next(iter(tensors.values()))
+        else:
+            v = torch.load(p, weights_only=True)
+    except CircuitError:
+        raise
+    except Exception as err:
+        raise CircuitError(f"cannot read direction file {path}: {err}") from None
+    v = torch.as_tensor(v).float().flatten()
+    if v.numel() != d_model:
+        raise CircuitError(f"{path} holds {v.numel()} numbers; a direction needs d_model = {d_model}")
+    return v
+
+
+def parse_target(fp: FrozenPrompt, spec: str) -> Target:
+    """A :class:`Target` from its spelling (see the module docstring)."""
+    spec = spec.strip()
+    if spec.startswith("logit:"):
+        body, pos = spec[len("logit:"):], None
+        if "@" in body and body.rsplit("@", 1)[1].lstrip("-").isdigit():
+            body, p = body.rsplit("@", 1)
+            pos = _pos(fp, p)
+        if not body:
+            raise CircuitError("logit: needs a token, e.g. logit:3 or logit:3-2")
+        try:
+            return logit_target(fp, token_id(fp, body), pos=pos)
+        except CircuitError as single_err:
+            for i in range(1, len(body)):  # try every split at a '-' into two single tokens
+                if body[i] == "-":
+                    try:
+                        return logit_target(fp, token_id(fp, body[:i]), token_id(fp, body[i + 1:]), pos=pos)
+                    except CircuitError:
+                        continue
+            raise single_err
+    if spec.startswith("resid:"):
+        m = re.fullmatch(r"resid:(\d+):(.+?)(?:@(-?\d+))?", spec)
+        if m is None:
+            raise CircuitError(f"cannot read target {spec!r}: use resid:LAYER:FILE[@POS]")
+        layer, path, p = int(m.group(1)), m.group(2), m.group(3)
+        rep = fp.rep
+        if not 0 <= layer <= rep.n_layers:
+            raise CircuitError(f"resid:{layer}: the residual stream has stages before blocks 0-{rep.n_layers - 1} and {rep.n_layers} (final)")
+        pos = _pos(fp, p)
+        return Target(f"resid{layer}[{Path(path).stem}]@{pos}", "direction", 2 * layer, pos,
+                      load_vector(path, rep.d_model), 0.0)
+    m = _FEATURE.fullmatch(spec)
+    if m is None:
+        raise CircuitError(
+            f"cannot read target {spec!r}: use LAYER:FEATURE[@POS] (e.g. 8:123@-1), logit:TOKEN, logit:A-B "
+            "or resid:LAYER:FILE[@POS]"
+        )
+    return feature_target(fp, int(m.group(1)), int(m.group(2)), _pos(fp, m.group(3)))

@@ -1,0 +1,70 @@
+"""`transcoders circuit` end to end on a tiny model saved with a tokenizer, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import random_set
+
+from transcoders.cli import main
+from transcoders.dictionary import save_dictionary
+from transcoders.models import load_model
+
+
+@pytest.fixture(scope="module")
+def set_dir(tmp_path_factory, tiny_model_dir):
+    lm = load_model(tiny_model_dir)
+    tset = random_set(lm, width=48, k=6)
+    out = tmp_path_factory.mktemp("set")
+    for L, tc in tset.transcoders.items():
+        tc.cfg.model = tiny_model_dir
+        save_dictionary(tc, out / f"layer_{L:02d}")
+    return out
+
+
+def test_circuit_paths_and_graph(set_dir, tmp_path, capsys):
+    out = tmp_path / "g.json"
+    assert main(["circuit", "--set", str(set_dir), "--prompt", "the king sees a ship", "--depth", "2",
+                 "--branches", "4", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "strongest paths" in text and "wrote" in text
+    doc = json.loads(out.read_text())
+    assert doc["metadata"]["info"]["mode"] == "paths" and doc["nodes"] and doc["links"]
+    assert main(["circuit", "--set", str(set_dir), "--prompt", "the king sees a ship", "--mode", "graph",
+                 "--target", "2:5@-1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "replacement score" in text
+    written = list((set_dir / "graphs").glob("*-graph.json"))
+    assert written and json.loads(written[0].read_text())["metadata"]["info"]["targets"][0].startswith("tc2[5]")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "7:1"], "no layer 7"),
+    (["--target", "0:9999"], "does not exist"),
+    (["--target", "logit:zzzzzzzzzzzz"], "not one"),
+    (["--target", "what"], "cannot read target"),
+    (["--prompt", "  "], "--prompt is empty"),
+])  # fmt: skip
+def test_circuit_bad_input_is_one_line(set_dir, capsys, args, message):
+    base = {"--prompt": "the king sees a ship"}
+    argv = ["circuit", "--set", str(set_dir), "--quiet"]
+    extra = dict(zip(args[::2], args[1::2]))
+    for k, v in {**base, **extra}.items():
+        argv += [k, v]
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+
+
+def test_circuit_refuses_a_missing_set_or_an_sae(tmp_path, set_dir, capsys):
+    assert main(["circuit", "--set", str(tmp_path / "nope"), "--prompt", "x"]) != 0
+    assert "does not exist" in capsys.readouterr().err
+    cfg = json.loads((set_dir / "layer_00" / "config.json").read_text())
+    bad = tmp_path / "sae"
+    (bad / "layer_00").mkdir(parents=True)
+    (bad / "layer_00" / "config.json").write_text(json.dumps({**cfg, "kind": "sae"}))
+    (bad / "layer_00" / "weights.safetensors").write_bytes((set_dir / "layer_00" / "weights.safetensors").read_bytes())
+    assert main(["circuit", "--set", str(bad), "--prompt", "x"]) != 0
+    assert "not a transcoder" in capsys.readouterr().err
