@@ -68,3 +68,33 @@ def test_circuit_refuses_a_missing_set_or_an_sae(tmp_path, set_dir, capsys):
     (bad / "layer_00" / "weights.safetensors").write_bytes((set_dir / "layer_00" / "weights.safetensors").read_bytes())
     assert main(["circuit", "--set", str(bad), "--prompt", "x"]) != 0
     assert "not a transcoder" in capsys.readouterr().err
+
+
+def test_connections_and_intervene(set_dir, capsys):
+    assert main(["connections", "--set", str(set_dir), "--feature", "2:3", "--head", "1.0", "--top", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "de-embedding" in text and "through head 1.0" in text and "pullback onto layer 1" in text
+    assert main(["connections", "--set", str(set_dir), "--layers", "0,2", "--top", "4"]) == 0
+    assert capsys.readouterr().out.count("-> tc2[") == 4
+    assert main(["intervene", "--set", str(set_dir), "--prompt", "the king sees a ship", "--zero", "1:*",
+                 "--target", "logit:#5", "--random", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "clean" in text and "edited" in text and "baseline" in text
+    for argv, message in ((["--zero", "9:1"], "no layer 9"), (["--clamp", "1:1"], "clamp"), ([], "nothing to do")):
+        assert main(["intervene", "--set", str(set_dir), "--prompt", "the king", *argv]) != 0
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and message in err and "\n" not in err
+    assert main(["connections", "--set", str(set_dir), "--layers", "2,0"]) != 0
+    assert "upwards" in capsys.readouterr().err
+
+
+def test_ablate_circuit_from_graph_json(set_dir, tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["circuit", "--set", str(set_dir), "--prompt", "the king sees a ship", "--target", "logit:#5",
+                 "--depth", "2", "--branches", "5", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["intervene", "--set", str(set_dir), "--prompt", "the king sees a ship", "--target", "logit:#5",
+                 "--ablate-circuit", str(out), "--circuit-top", "3"]) == 0
+    assert "edit(s); target" in capsys.readouterr().out
+    assert main(["intervene", "--set", str(set_dir), "--prompt", "x", "--ablate-circuit", str(tmp_path / "none.json")]) != 0
+    assert "does not exist" in capsys.readouterr().err

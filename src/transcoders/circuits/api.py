@@ -129,3 +129,135 @@ def check_prompt(text: str) -> str:
     if not text.strip():
         raise CircuitError("--prompt is empty: give the text to explain")
     return text
+
+
+# ------------------------------------------------------------------------------------------ connections
+@dataclass
+class ConnectionsConfig:
+    set: str = opt("", "transcoder set folder", required=True)
+    feature: str = opt("", "the feature to analyse, LAYER:FEATURE (e.g. 8:123)")
+    head: str = opt("", "also de-embed through this attention head's OV circuit, LAYER.HEAD (e.g. 5.3)")
+    onto: int = opt(-1, "pull the feature back onto this earlier layer's features (default: the layer below)")
+    layers: str = opt("", "instead of --feature: the strongest weights between all features of two layers, SRC,DST")
+    top: int = opt(10, "entries per table")
+    model: str = opt("", "model to load instead of the one the set was trained on")
+
+
+def _feature_spec(spec: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(?:tc)?(\d+)[:\[](\d+)\]?", spec.strip())
+    if m is None:
+        raise CircuitError(f"cannot read feature {spec!r}: use LAYER:FEATURE, e.g. 8:123")
+    return int(m.group(1)), int(m.group(2))
+
+
+def run_connections(cfg: ConnectionsConfig, rep: Replacement | None = None) -> str:
+    from . import weights as W
+
+    if not cfg.feature and not cfg.layers:
+        raise CircuitError("give --feature LAYER:FEATURE (one feature's tables) or --layers SRC,DST (strongest weights)")
+    rep = rep or load_replacement(cfg.set, cfg.model)
+    tok = rep.lm.tokenizer
+
+    def name(t: int) -> str:
+        return repr(tok.decode([t])) if tok is not None else f"#{t}"
+
+    def table(title: str, r: "W.Ranked", show) -> list[str]:
+        return [f"{title}", "  top:    " + ", ".join(f"{show(i)} {v:+.3f}" for i, v in r.top),
+                "  bottom: " + ", ".join(f"{show(i)} {v:+.3f}" for i, v in r.bottom)]
+
+    if cfg.layers:
+        try:
+            src, dst = (int(x) for x in cfg.layers.split(","))
+        except ValueError:
+            raise CircuitError(f"cannot read --layers {cfg.layers!r}: use SRC,DST, e.g. 3,8") from None
+        rows = W.top_connections(rep, src, dst, cfg.top)
+        return "\n".join([f"strongest direct weights from layer {src} features to layer {dst} features "
+                          "(decoder · encoder, norm gains folded in):"] +
+                         [f"  tc{src}[{i}] -> tc{dst}[{j}]  {v:+.4f}" for i, j, v in rows])
+    layer, feature = _feature_spec(cfg.feature)
+    lines = [f"tc{layer}[{feature}] (weights only: norm gains folded in, denominators left out; read the rankings)"]
+    lines += table("de-embedding: tokens that excite it directly", W.deembedding(rep, layer, feature, k=cfg.top), name)
+    if cfg.head:
+        try:
+            hl, hh = (int(x) for x in cfg.head.split("."))
+        except ValueError:
+            raise CircuitError(f"cannot read --head {cfg.head!r}: use LAYER.HEAD, e.g. 5.3") from None
+        lines += table(f"de-embedding through head {hl}.{hh}'s OV circuit: tokens that excite it from elsewhere in the context",
+                       W.deembedding(rep, layer, feature, head=(hl, hh), k=cfg.top), name)
+    lines += table("logit effects: next tokens it promotes / suppresses", W.logit_effects(rep, layer, feature, cfg.top), name)
+    onto = cfg.onto if cfg.onto >= 0 else max((L for L in rep.tset.layers if L < layer), default=-1)
+    if onto >= 0:
+        lines += table(f"pullback onto layer {onto}: earlier features that feed it directly",
+                       W.pullback(rep, layer, feature, onto, cfg.top), lambda i: f"tc{onto}[{i}]")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ interventions
+@dataclass
+class InterveneConfig:
+    set: str = opt("", "transcoder set folder", required=True)
+    prompt: str = opt("", "the prompt to run", required=True)
+    target: str = opt("", "what to watch: logit:TOKEN, logit:A-B or LAYER:FEATURE[@POS] (default: the top token's logit)")
+    patch_from: str = opt("", "prompt to take --patch activations from (aligned at the last token)")
+    ablate_circuit: str = opt("", "graph JSON from `transcoders circuit`: zero its feature nodes")
+    circuit_top: int = opt(0, "with --ablate-circuit: only the N strongest feature nodes (0: all)")
+    random: int = opt(0, "also zero as many random active features (same layers and tokens) this many times, as a baseline")
+    model: str = opt("", "model to load instead of the one the set was trained on")
+
+
+def circuit_edits(path: str, top: int = 0, exclude: str = "") -> list:
+    """Zero-edits for the feature nodes of a graph JSON (the strongest ``top`` if given)."""
+    import json
+
+    from .interventions import Edit
+
+    try:
+        doc = json.loads(Path(path).read_text())
+        nodes = [n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder" and n["node_id"] != exclude]
+        mode = doc["metadata"].get("info", {}).get("mode", "graph")
+    except FileNotFoundError:
+        raise CircuitError(f"graph file {path} does not exist: write one with `transcoders circuit --out {path}`") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise CircuitError(f"{path} is not a graph JSON ({err}): write one with `transcoders circuit`") from None
+    if mode == "paths":
+        nodes.sort(key=lambda n: -abs(n.get("influence") or 0.0))
+    else:
+        nodes.sort(key=lambda n: n.get("influence") if n.get("influence") is not None else 1.0)
+    nodes = nodes[:top] if top else nodes
+    return [Edit(int(n["layer"]), int(n["node_id"].split("_")[1]), int(n["ctx_idx"]), "zero") for n in nodes]
+
+
+def run_intervene(cfg: InterveneConfig, zero=(), clamp=(), scale=(), patch=(), rep: Replacement | None = None) -> str:
+    import statistics
+
+    from .interventions import Measure, intervene, parse_edit, random_ablations
+
+    check_prompt(cfg.prompt)
+    rep = rep or load_replacement(cfg.set, cfg.model)
+    ids = rep.tokenize(cfg.prompt)[0]
+    fp = rep.trace([ids])[0]
+    target = parse_target(fp, cfg.target) if cfg.target else default_target(fp)
+    if target.kind == "direction":
+        raise CircuitError("intervene watches logits and features; a resid: direction cannot be read from the real model")
+    measure = Measure(target.label, target.tokens, target.layer, target.feature, target.pos)
+    edits = [parse_edit(s, "zero") for s in zero] + [parse_edit(s, "clamp") for s in clamp]
+    edits += [parse_edit(s, "scale") for s in scale] + [parse_edit(s, "patch") for s in patch]
+    if cfg.ablate_circuit:
+        exclude = f"{target.layer}_{target.feature}_{target.pos}" if target.kind == "feature" else ""
+        edits += circuit_edits(cfg.ablate_circuit, cfg.circuit_top, exclude)
+    if not edits:
+        raise CircuitError("nothing to do: give --zero, --clamp, --scale, --patch or --ablate-circuit")
+    patch_ids = rep.tokenize(cfg.patch_from)[0] if cfg.patch_from else None
+    out = intervene(rep, ids, measure, edits, patch_ids)
+    lines = [f"{len(edits)} edit(s); target {target.label}: clean {out.clean:.4f} -> edited {out.edited:.4f} "
+             f"(change {out.change:+.4f}; {100 * out.share_removed:.1f}% of its value removed)",
+             "top predictions, clean:  " + ", ".join(f"{t!r} {p:.3f}" for t, p in out.clean_top),
+             "top predictions, edited: " + ", ".join(f"{t!r} {p:.3f}" for t, p in out.edited_top)]
+    if cfg.random:
+        vals = random_ablations(rep, ids, measure, [e for e in edits if e.op == "zero"] or edits, cfg.random)
+        mean = statistics.fmean(vals)
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        share = (out.clean - mean) / out.clean if out.clean else float("nan")
+        lines.append(f"baseline: zeroing as many random active features ({cfg.random} draws): {mean:.4f} ± {sd:.4f} "
+                     f"(change {mean - out.clean:+.4f}; {100 * share:.1f}% removed)")
+    return "\n".join(lines)

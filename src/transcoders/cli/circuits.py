@@ -37,3 +37,60 @@ def add_circuit_parsers(sub) -> None:
     add_dataclass_args(c, CircuitConfig)
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=_circuit)
+    add_weight_and_intervention_parsers(sub)
+
+
+def _connections(ns: argparse.Namespace) -> int:
+    from ..circuits.api import ConnectionsConfig, run_connections
+
+    print(run_connections(ConnectionsConfig(**{f.name: getattr(ns, f.name) for f in fields(ConnectionsConfig)})))
+    return 0
+
+
+def _intervene(ns: argparse.Namespace) -> int:
+    from ..circuits.api import InterveneConfig, run_intervene
+
+    cfg = InterveneConfig(**{f.name: getattr(ns, f.name) for f in fields(InterveneConfig)})
+    print(run_intervene(cfg, zero=ns.zero, clamp=ns.clamp, scale=ns.scale, patch=ns.patch))
+    return 0
+
+
+def add_weight_and_intervention_parsers(sub) -> None:
+    from ..circuits.api import ConnectionsConfig, InterveneConfig
+    from . import add_dataclass_args
+
+    c = sub.add_parser(
+        "connections",
+        help="weights-only analysis of a feature: de-embeddings, logit effects, pullbacks; or the strongest weights between two layers",
+        description="Input-invariant tables read from the weights alone (no prompt): which tokens excite a feature directly "
+        "(de-embedding) or through an attention head's OV circuit, which next tokens it promotes and suppresses, which "
+        "earlier features feed it most strongly (pullback), or the strongest feature-to-feature weights between two layers.",
+        epilog="examples:\n  transcoders connections --set runs/set --feature 8:123 --head 5.3\n"
+        "  transcoders connections --set runs/set --layers 0,8 --top 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataclass_args(c, ConnectionsConfig)
+    c.set_defaults(func=_connections)
+
+    i = sub.add_parser(
+        "intervene",
+        help="zero, clamp, scale or patch features in the real model (or ablate a found circuit) and watch a logit or feature",
+        description="Run the real model with the set's transcoders editing their own features: each edited layer's MLP output "
+        "moves by (z' - z) W_dec, so with no edits the model is unchanged, and edits propagate through everything "
+        "downstream. Reports the target before and after, the top predictions, and (with --random N) the same number of "
+        "random active features zeroed as a baseline. Features: LAYER:FEATURE[@POS] (POS negative from the end; LAYER:* "
+        "for every feature of a layer).",
+        epilog="examples:\n"
+        "  transcoders intervene --set runs/set --prompt 'The capital of France is' --zero 12:345@-1\n"
+        "  transcoders intervene --set runs/set --prompt '...' --clamp 8:77@-1=5 --scale 10:3*0.5\n"
+        "  transcoders intervene --set runs/set --prompt '... 1732 to the year 17' --target logit:4-2 \\\n"
+        "      --ablate-circuit runs/set/graphs/x-paths.json --circuit-top 20 --random 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataclass_args(i, InterveneConfig)
+    i.add_argument("--zero", action="append", default=[], metavar="L:F[@P]", help="set a feature to 0 (repeatable)")
+    i.add_argument("--clamp", action="append", default=[], metavar="L:F[@P]=V", help="set a feature to V (repeatable)")
+    i.add_argument("--scale", action="append", default=[], metavar="L:F[@P]*X", help="multiply a feature by X (repeatable)")
+    i.add_argument("--patch", action="append", default=[], metavar="L:F[@P]",
+                   help="take a feature's activation from --patch-from (repeatable; L:* for the whole layer)")
+    i.set_defaults(func=_intervene)

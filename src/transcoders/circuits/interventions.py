@@ -1,0 +1,212 @@
+"""Interventions: change transcoder features inside the real model and measure what moves.
+
+Attributions are not causes; these are the causal checks. The model runs for real (no frozen patterns or norms),
+with each edited layer's MLP output shifted by ``(z' - z) W_dec``: the transcoder's own change, applied on top of
+the real MLP output, so that with no edits the model is exactly the original (as circuit-tracer does). Edits
+propagate through everything downstream: attention, later MLPs, norms.
+
+Feature specs: ``L:F`` (every token), ``L:F@P`` (one token; negative counts from the end), ``L:*`` (every
+feature of layer L). Ops: zero, clamp to a value (``L:F@P=v``), scale (``L:F@P*x``), or patch from another
+prompt (the activation that feature has there, at the same position counted from the end).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import CircuitError
+from ..models.hooks import first_input, patch_mlp
+from .replacement import Replacement
+
+_SPEC = re.compile(r"(\d+):(\*|\d+)(?:@(-?\d+))?(?:([=*])(-?[0-9.eE+-]+))?")
+
+
+@dataclass
+class Edit:
+    layer: int
+    feature: int | None  # None: every feature of the layer
+    pos: int | None  # None: every token
+    op: str  # zero | clamp | scale | patch
+    value: float = 0.0
+
+
+def parse_edit(spec: str, op: str) -> Edit:
+    m = _SPEC.fullmatch(spec.strip())
+    if m is None:
+        raise CircuitError(f"cannot read feature {spec!r}: use LAYER:FEATURE[@POS] (clamp: ...=VALUE, scale: ...*FACTOR)")
+    layer, feat, pos, sym, num = m.groups()
+    need = {"clamp": "=", "scale": "*"}.get(op)
+    if need and sym != need:
+        raise CircuitError(f"--{op} {spec}: write {op} edits as LAYER:FEATURE[@POS]{need}{'VALUE' if op == 'clamp' else 'FACTOR'}")
+    if not need and sym:
+        raise CircuitError(f"--{op} {spec}: {op} takes no value; drop {sym}{num}")
+    return Edit(int(layer), None if feat == "*" else int(feat), None if pos is None else int(pos), op,
+                float(num) if num is not None else 0.0)
+
+
+def _positions(pos: int | None, T: int) -> slice | int:
+    if pos is None:
+        return slice(None)
+    if not -T <= pos < T:
+        raise CircuitError(f"position {pos} is outside the prompt (it has {T} tokens)")
+    return pos % T
+
+
+@dataclass
+class Run:
+    logits: Tensor  # [V] at the last position, before softcapping
+    mlp_in: dict[int, Tensor]  # [T, d] at each layer that was read
+
+
+def run_model(rep: Replacement, ids: Tensor, edits: list[Edit] = (), patch_acts: dict[int, Tensor] | None = None,
+              read_layers: tuple[int, ...] = ()) -> Run:
+    """Forward ``ids [T]`` with the edits applied; returns the last position's logits and the MLP inputs of
+    ``read_layers`` (after the edits upstream of them)."""
+    lm, T = rep.lm, ids.numel()
+    by_layer: dict[int, list[Edit]] = {}
+    for e in edits:
+        if e.layer not in rep.tset:
+            raise CircuitError(f"the transcoder set has no layer {e.layer}")
+        if e.feature is not None and not 0 <= e.feature < rep.tset[e.layer].width:
+            raise CircuitError(f"feature {e.feature} does not exist in layer {e.layer}")
+        by_layer.setdefault(e.layer, []).append(e)
+    read: dict[int, Tensor] = {}
+
+    def editor(L: int, layer_edits: list[Edit]):
+        tc = rep.tset[L]
+
+        def fn(x: Tensor, y: Tensor) -> Tensor:
+            xf = x[0].to(tc.W_enc.dtype)
+            z = tc.encode(xf)
+            z2 = z.clone()
+            for e in layer_edits:
+                p, f = _positions(e.pos, T), slice(None) if e.feature is None else e.feature
+                if e.op == "zero":
+                    z2[p, f] = 0
+                elif e.op == "clamp":
+                    z2[p, f] = e.value
+                elif e.op == "scale":
+                    z2[p, f] = z[p, f] * e.value
+                else:  # patch
+                    z2[p, f] = patch_acts[L][p, f]
+            return y + ((z2 - z) @ tc.W_dec).to(y.dtype)[None]
+
+        return fn
+
+    handles = []
+    with ExitStack() as stack, torch.no_grad():
+        for L, es in by_layer.items():
+            stack.enter_context(patch_mlp(lm, L, editor(L, es)))
+        for L in read_layers:
+            handles.append(rep.adapter.mlp(L).register_forward_pre_hook(
+                lambda m, a, k, L=L: read.__setitem__(L, first_input(a, k)[0].detach().float()), with_kwargs=True))
+        final: list[Tensor] = []
+        handles.append(rep.adapter.final_norm().register_forward_pre_hook(
+            lambda m, a, k: final.append(first_input(a, k)[0, -1].detach().float()), with_kwargs=True))
+        try:
+            lm.model(input_ids=ids[None].to(lm.device), use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        logits = rep.adapter.final_norm()(final[0].to(lm.dtype)).float() @ rep.W_U
+        if rep.b_U is not None:
+            logits = logits + rep.b_U
+    return Run(logits, read)
+
+
+def feature_acts(rep: Replacement, ids: Tensor, layers) -> dict[int, Tensor]:
+    """Each layer's transcoder activations ``[T, width]`` on a prompt (real model, nothing edited)."""
+    run = run_model(rep, ids, read_layers=tuple(layers))
+    return {L: rep.tset[L].encode(run.mlp_in[L].to(rep.tset[L].W_enc.dtype)).float() for L in layers}
+
+
+@dataclass
+class Measure:
+    """What to watch: a logit, a logit difference (``tokens = (plus, minus)``) or a feature's pre-activation."""
+
+    label: str
+    tokens: tuple[int, ...] = ()
+    layer: int = -1
+    feature: int = -1
+    pos: int = -1
+
+    def layers(self) -> tuple[int, ...]:
+        return (self.layer,) if self.layer >= 0 else ()
+
+    def value(self, rep: Replacement, run: Run) -> float:
+        if self.layer >= 0:
+            tc = rep.tset[self.layer]
+            return float(tc.pre_acts(run.mlp_in[self.layer][self.pos].to(tc.W_enc.dtype))[self.feature])
+        v = float(run.logits[self.tokens[0]])
+        return v - float(run.logits[self.tokens[1]]) if len(self.tokens) > 1 else v
+
+
+def top_predictions(rep: Replacement, logits: Tensor, k: int = 5) -> list[tuple[str, float]]:
+    cap = rep.adapter.logit_softcap
+    probs = (torch.tanh(logits / cap) * cap if cap else logits).softmax(-1)
+    p, i = probs.topk(k)
+    tok = rep.lm.tokenizer
+    return [(tok.decode([t]) if tok is not None else f"#{t}", float(q)) for t, q in zip(i.tolist(), p.tolist())]
+
+
+@dataclass
+class Outcome:
+    clean: float
+    edited: float
+    clean_top: list[tuple[str, float]]
+    edited_top: list[tuple[str, float]]
+
+    @property
+    def change(self) -> float:
+        return self.edited - self.clean
+
+    @property
+    def share_removed(self) -> float:
+        """How much of the target's value the edit removed (1 = all of it, 0 = none, negative = it grew)."""
+        return (self.clean - self.edited) / self.clean if self.clean else float("nan")
+
+
+def intervene(rep: Replacement, ids: Tensor, measure: Measure, edits: list[Edit],
+              patch_ids: Tensor | None = None) -> Outcome:
+    patch_acts = None
+    if any(e.op == "patch" for e in edits):
+        if patch_ids is None:
+            raise CircuitError("patch edits need --patch-from TEXT (the prompt to take activations from)")
+        other = feature_acts(rep, patch_ids, sorted({e.layer for e in edits if e.op == "patch"}))
+        T, To = ids.numel(), patch_ids.numel()
+        patch_acts = {}
+        for L, z in other.items():  # align the two prompts at their ends
+            aligned = torch.zeros(T, z.shape[1])
+            n = min(T, To)
+            aligned[T - n:] = z[To - n:]
+            patch_acts[L] = aligned
+    clean = run_model(rep, ids, read_layers=measure.layers())
+    edited = run_model(rep, ids, edits, patch_acts, read_layers=measure.layers())
+    return Outcome(measure.value(rep, clean), measure.value(rep, edited), top_predictions(rep, clean.logits),
+                   top_predictions(rep, edited.logits))
+
+
+def random_ablations(rep: Replacement, ids: Tensor, measure: Measure, edits: list[Edit], n: int, seed: int = 0) -> list[float]:
+    """Zero as many randomly drawn active features (same layers and tokens as ``edits``) ``n`` times; the target's
+    value each time. The baseline a circuit ablation is compared with."""
+    fp = rep.trace([ids])[0]
+    rng = random.Random(seed)
+    T = ids.numel()
+    circuit = {(e.layer, e.feature, None if e.pos is None else e.pos % T) for e in edits}
+    out = []
+    for _ in range(n):
+        drawn = []
+        for e in edits:
+            t = fp.layers[e.layer]
+            p = None if e.pos is None else e.pos % T
+            keep = t.acts_pos == p if p is not None else torch.ones_like(t.acts_pos, dtype=torch.bool)
+            pool = [f for f in t.acts_idx[keep].tolist() if (e.layer, f, p) not in circuit] or t.acts_idx[keep].tolist()
+            drawn.append(Edit(e.layer, rng.choice(pool) if pool else 0, e.pos, "zero"))
+        out.append(measure.value(rep, run_model(rep, ids, drawn, read_layers=measure.layers())))
+    return out

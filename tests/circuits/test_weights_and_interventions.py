@@ -1,0 +1,125 @@
+"""Weights-only tables against the frozen model's own direct effects, and interventions against ground truth."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_set, scaled_tiny_lm
+
+from transcoders.circuits import Replacement
+from transcoders.circuits import weights as W
+from transcoders.circuits.interventions import Edit, Measure, feature_acts, intervene, parse_edit, run_model
+from transcoders.errors import CircuitError
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2", "gemma2"])
+def rep(request):
+    lm = scaled_tiny_lm(request.param)
+    return Replacement(lm, random_set(lm, skip_layers=()))
+
+
+@pytest.fixture(scope="module")
+def fp(rep):
+    return rep.trace([torch.randint(3, 120, (8,), generator=torch.Generator().manual_seed(2))])[0]
+
+
+def proportional(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """``a = c · b`` for one positive c: weights-only scores leave out the norms' positive denominators."""
+    cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+    return float(cos) > 1 - 1e-5
+
+
+def test_deembedding_is_the_direct_token_path(rep, fp):
+    pos, f = 3, 5
+    v, _ = fp.feature_vector(0, f, pos)
+    E = W.embedding_matrix(rep)
+    full = W.deembedding(rep, 0, f, k=E.shape[0])
+    scores = torch.zeros(E.shape[0])
+    for i, s in full.top:
+        scores[i] = s
+    assert proportional(scores, E @ v)
+
+
+def test_ov_deembedding_is_the_frozen_head_path(rep, fp):
+    L, f, pos, src, head = 2, 7, 6, 2, 1
+    v, _ = fp.feature_vector(L, f, pos)
+    child, _ = fp.attn_child(1, head, src, v, pos)  # what head 1.1 moves from token `src`, in the residual stream
+    assert proportional(W.ov_back(rep, 1, head, W.encoder_direction(rep, L, f)), child)
+
+
+def test_logit_effects_and_pullbacks_are_direct_effects(rep, fp):
+    L, f, pos = 1, 4, 5
+    effects = W.logit_effects(rep, L, f, k=rep.W_U.shape[1])
+    got = torch.zeros(rep.W_U.shape[1])
+    for i, s in effects.top:
+        got[i] = s
+    dec = rep.tset[L].W_dec[f]
+    if fp.layers[L].mlp_out_norm is not None:
+        dec = fp.layers[L].mlp_out_norm.back(dec, pos) / fp.layers[L].mlp_out_norm.inv[pos]  # gain only
+    frozen = torch.stack([fp.final_norm.back(rep.W_U[:, t], pos) @ dec for t in range(rep.W_U.shape[1])])
+    assert proportional(got, frozen)
+    pb = W.pullback(rep, 2, 3, 0, k=rep.tset[0].width)
+    got = torch.zeros(rep.tset[0].width)
+    for i, s in pb.top:
+        got[i] = s
+    v, _ = fp.feature_vector(2, 3, pos)
+    dec0 = rep.tset[0].W_dec
+    if fp.layers[0].mlp_out_norm is not None:
+        dec0 = dec0 * fp.layers[0].mlp_out_norm.gain
+    assert proportional(got, dec0 @ v)
+    top = W.top_connections(rep, 0, 2, k=3)
+    i, j, val = top[0]
+    assert abs(val) >= abs(top[-1][2])
+    full = (dec0 @ W.encoder_direction(rep, 2, j))[i]
+    assert val == pytest.approx(float(full), rel=1e-4)
+
+
+def test_no_edit_is_the_real_model_and_a_last_layer_edit_is_exact(rep, fp):
+    ids = fp.ids
+    with torch.no_grad():
+        real = rep.lm.model(input_ids=ids[None]).logits[0, -1]
+    clean = run_model(rep, ids).logits
+    cap = rep.adapter.logit_softcap
+    assert torch.allclose(torch.tanh(clean / cap) * cap if cap else clean, real, atol=1e-4)
+    # clamp a last-layer feature at the last token: only the final norm lies between the edit and the logits
+    L, T = rep.n_layers - 1, ids.numel()
+    f = 11
+    z = rep.tset[L].encode(fp.layers[L].mlp_in[T - 1])
+    delta = (5.0 - z[f]) * rep.tset[L].W_dec[f]
+    post = rep.adapter.mlp_out_norm(L)
+    mlp_out = fp.layers[L].mlp_out[T - 1]
+    write = (post(mlp_out + delta) - post(mlp_out)) if post is not None else delta
+    expected = rep.adapter.final_norm()(fp.final[T - 1] + write) @ rep.W_U
+    if rep.b_U is not None:
+        expected = expected + rep.b_U
+    edited = run_model(rep, ids, [Edit(L, f, -1, "clamp", 5.0)]).logits
+    assert torch.allclose(edited, expected, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_patches_and_ablations(rep, fp):
+    ids = fp.ids
+    top = int(fp.logits().argmax())
+    m = Measure("logit", (top,))
+    same = intervene(rep, ids, m, [Edit(1, None, None, "patch")], patch_ids=ids)
+    assert same.edited == pytest.approx(same.clean, rel=1e-5)
+    # patching layer 1 from another prompt == clamping every layer-1 feature to its value there
+    other = torch.randint(3, 120, (8,), generator=torch.Generator().manual_seed(9))
+    moved = intervene(rep, ids, m, [Edit(1, None, None, "patch")], patch_ids=other)
+    theirs = feature_acts(rep, other, [1])[1]
+    clamps = [Edit(1, f, p, "clamp", float(theirs[p, f])) for p in range(8) for f in range(theirs.shape[1])]
+    clamped = intervene(rep, ids, m, clamps)
+    assert moved.edited == pytest.approx(clamped.edited, rel=1e-5)
+    assert abs(moved.edited - moved.clean) > 1e-6
+    t = fp.layers[2]
+    edits = [Edit(2, int(f), int(p), "zero") for f, p in zip(t.acts_idx[:5], t.acts_pos[:5])]
+    out = intervene(rep, ids, Measure("f", layer=2, feature=int(t.acts_idx[0]), pos=int(t.acts_pos[0])), edits)
+    assert out.edited == pytest.approx(out.clean)  # zeroing layer-2 features cannot move layer 2's own input
+
+
+def test_edit_specs():
+    assert parse_edit("3:17@-1", "zero") == Edit(3, 17, -1, "zero", 0.0)
+    assert parse_edit("3:17=2.5", "clamp") == Edit(3, 17, None, "clamp", 2.5)
+    assert parse_edit("3:*@4*0.5", "scale") == Edit(3, None, 4, "scale", 0.5)
+    for spec, op in (("3:17", "clamp"), ("3:17=1", "zero"), ("x", "zero"), ("3:17*2", "clamp")):
+        with pytest.raises(CircuitError):
+            parse_edit(spec, op)
