@@ -1,9 +1,4 @@
-"""Fixtures for the circuits tests: tiny random models of every family, each with a random transcoder set.
-
-Weights are scaled up from the tiny configs' 0.02 initialisation so that MLP and attention outputs are of order
-one, as in trained models: Gemma 2/3 normalise those outputs, and a norm over a near-zero vector would amplify
-float32 rounding by ~1000x and hide real mistakes behind loose tolerances.
-"""
+"""Fixtures for the circuits tests (helpers in circuit_helpers.py)."""
 
 from __future__ import annotations
 
@@ -12,44 +7,15 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
 
 import pytest
 import torch
-from tiny_models import KINDS, VOCAB, make_tiny_lm
+from circuit_helpers import random_set, scaled_tiny_lm
+from tiny_models import KINDS, VOCAB
 
-from transcoders.circuits import Replacement, TranscoderSet
-from transcoders.dictionary import Dictionary, DictionaryConfig
-
-
-def random_set(lm, *, width: int = 64, k: int = 8, skip_layers=(1,), layers=None, activation="topk", seed=0):
-    a = lm.adapter
-    tcs = {}
-    for L in layers if layers is not None else range(a.n_layers):
-        cfg = DictionaryConfig(
-            d_in=a.d_model, d_out=a.d_model, width=width, activation=activation, k=k if activation == "topk" else None,
-            kind="skip-transcoder" if L in skip_layers else "transcoder", layer=L, model=lm.name,
-            hook_in=f"blocks.{L}.mlp.in", hook_out=f"blocks.{L}.mlp.out",
-        )  # fmt: skip
-        torch.manual_seed(seed + L)
-        d = Dictionary(cfg)
-        d.reset_parameters()
-        with torch.no_grad():
-            d.b_enc.normal_(0, 0.5 if activation == "topk" else 0.1)
-            d.b_dec.normal_(0, 0.5)
-            if d.W_skip is not None:
-                d.W_skip.normal_(0, 0.1)
-        tcs[L] = d.eval().requires_grad_(False)
-    return TranscoderSet(tcs, model=lm.name)
-
-
-def scaled_tiny_lm(kind: str):
-    lm = make_tiny_lm(kind)
-    with torch.no_grad():
-        for name, p in lm.model.named_parameters():
-            if p.ndim == 2 and not any(s in name for s in ("embed", "wte", "wpe")):
-                p.mul_(3)
-    return lm
+from transcoders.circuits import Replacement
 
 
 @pytest.fixture(params=KINDS)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import random_set
+from circuit_helpers import random_set
 
 from transcoders.cli import main
 from transcoders.dictionary import save_dictionary

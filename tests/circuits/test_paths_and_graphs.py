@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import random_set, scaled_tiny_lm
+from circuit_helpers import random_set, scaled_tiny_lm
 
 from transcoders.circuits import Replacement
 from transcoders.circuits.graph import attribution_graph, influence, prune, scores

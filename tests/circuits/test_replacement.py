@@ -140,7 +140,7 @@ def test_a_batch_traces_like_single_prompts(rep: Replacement, prompts):
 
 
 def test_a_layer_without_a_transcoder_is_an_error_term(prompts):
-    from conftest import random_set, scaled_tiny_lm
+    from circuit_helpers import random_set, scaled_tiny_lm
 
     lm = scaled_tiny_lm("llama")
     rep = Replacement(lm, random_set(lm, layers=[0, 2]))
@@ -156,7 +156,7 @@ def test_a_layer_without_a_transcoder_is_an_error_term(prompts):
 
 @pytest.mark.parametrize("activation", ["relu", "jumprelu"])
 def test_other_activations(activation, prompts):
-    from conftest import random_set, scaled_tiny_lm
+    from circuit_helpers import random_set, scaled_tiny_lm
 
     lm = scaled_tiny_lm("gpt2")
     rep = Replacement(lm, random_set(lm, activation=activation, skip_layers=()))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_set, scaled_tiny_lm
+from circuit_helpers import random_set, scaled_tiny_lm
 
 from transcoders.circuits import Replacement
 from transcoders.circuits import weights as W

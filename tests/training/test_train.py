@@ -182,3 +182,14 @@ def test_resume_restores_controller_and_threshold_state(tiny_model_dir, tiny_cor
     assert wr.keys() == wk.keys()
     for k in wr:
         torch.testing.assert_close(wk[k], wr[k], rtol=1e-5, atol=1e-6)
+
+
+def test_many_layers_shrink_the_shuffle_buffer_to_fit_memory():
+    from transcoders.training import TrainConfig
+    from transcoders.training.trainer import CHUNK_BUDGET, chunk_tokens, layer_ranges
+
+    cfg = TrainConfig()
+    assert chunk_tokens(cfg, 1, 576) == cfg.chunk_tokens  # one layer: as asked
+    n = chunk_tokens(cfg, 30, 576)  # the default model's 30 layers: 18 GB at the default would not fit
+    assert n < cfg.chunk_tokens and n * 30 * 2 * 576 * 4 <= CHUNK_BUDGET
+    assert layer_ranges(list(range(30))) == "0-29" and layer_ranges([2, 6, 7, 8]) == "2,6-8"

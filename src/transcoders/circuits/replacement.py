@@ -226,17 +226,22 @@ class Replacement:
 
     # ---- tracing
     def tokenize(self, prompts: str | Sequence[str]) -> list[Tensor]:
+        """Token ids as the transcoders saw them in training: the BOS token the training contexts start with
+        (``data.packing.bos_token_id``), then the text's own tokens."""
+        from ..data.packing import bos_token_id
+
         if isinstance(prompts, str):
             prompts = [prompts]
         tok = self.lm.tokenizer
         if tok is None:
             raise CircuitError(f"model {self.lm.name!r} has no tokenizer: pass token ids instead of text")
+        bos = bos_token_id(tok)
         out = []
         for p in prompts:
-            ids = tok(p, return_tensors="pt")["input_ids"][0]
-            if ids.numel() == 0:
+            ids = tok(p, add_special_tokens=False)["input_ids"]
+            if not ids:
                 raise CircuitError("the prompt is empty: give some text")
-            out.append(ids)
+            out.append(torch.tensor(([bos] if bos is not None else []) + ids))
         return out
 
     @torch.no_grad()

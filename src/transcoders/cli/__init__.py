@@ -25,6 +25,9 @@ EPILOG = textwrap.dedent(
       transcoders eval runs/transcoder                 # L0, FVU, CE clean/spliced/ablated, KL
       transcoders export runs/set --to circuit-tracer out/ct   # or --to saelens
       transcoders import out/ct runs/imported          # SAELens or circuit-tracer folders -> run folders
+      transcoders circuit --set runs/set --prompt "The war lasted from the year 1732 to the year 17" --target logit:4-2
+      transcoders connections --set runs/set --feature 12:345       # weights only: de-embeddings, logit effects
+      transcoders intervene --set runs/set --prompt "..." --zero 12:345@-1   # causal check in the real model
     """
 )
 
@@ -137,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="transcoders",
-        description="Train and evaluate transcoders: sparse, readable replacements for a language model's MLP layers.",
+        description="Train and evaluate transcoders (sparse, readable replacements for a language model's MLP layers) "
+        "and find feature circuits with them.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

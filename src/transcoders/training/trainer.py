@@ -277,7 +277,7 @@ class Trainer:
         for layer in self.layers:
             self.states[layer] = self._new_state(layer)
         resumed = self.load_checkpoint()
-        desc = f"train L{','.join(map(str, self.layers))}"
+        desc = f"train L{layer_ranges(self.layers)}"
         bar = tqdm(total=self.total_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
                    unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True, mininterval=1.0)
         self.source.on_harvest = _harvest_reporter(bar, desc) if progress else None
@@ -334,6 +334,15 @@ class Trainer:
         return dirs
 
 
+CHUNK_BUDGET = 6 << 30  # bytes of float32 (input, target) pairs held per shuffle buffer
+
+
+def chunk_tokens(cfg: TrainConfig, n_layers: int, d_model: int) -> int:
+    """Tokens per shuffle buffer: ``--chunk-tokens``, capped so that every layer's pairs fit ``CHUNK_BUDGET`` (a
+    30-layer set at the default 131k tokens would need 18 GB). A pure function of the settings, so resume agrees."""
+    return max(cfg.ctx_len, min(cfg.chunk_tokens, CHUNK_BUDGET // (n_layers * 2 * d_model * 4)))
+
+
 def read_checkpoint_state(path: Path) -> dict:
     """The checkpoint's JSON state (step, data position, scales); a one-line error if the file is damaged."""
     from safetensors import safe_open
@@ -343,6 +352,18 @@ def read_checkpoint_state(path: Path) -> dict:
             return json.loads(f.metadata()["state"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
         raise CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]}): delete it to restart the run from scratch") from None
+
+
+def layer_ranges(layers: list[int]) -> str:
+    """[0, 1, 2, 3, 8, 10, 11] -> "0-3,8,10-11"."""
+    parts, start = [], None
+    for i, L in enumerate(layers):
+        if start is None:
+            start = L
+        if i + 1 == len(layers) or layers[i + 1] != L + 1:
+            parts.append(str(start) if start == L else f"{start}-{L}")
+            start = None
+    return ",".join(parts)
 
 
 def _harvest_reporter(bar, desc: str):
@@ -412,7 +433,11 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
         print(f"transcoders: reading corpus {cfg.corpus!r} into {n_ctx:,} contexts of {cfg.ctx_len} tokens...", file=sys.stderr)
     contexts = load_split(cfg.corpus, lm.tokenizer, "train", ctx_len=cfg.ctx_len, max_tokens=n_ctx * cfg.ctx_len,
                           text_column=cfg.text_column, seed=cfg.seed)
-    source = ActivationSource(lm, contexts, layers, chunk_contexts=max(1, cfg.chunk_tokens // cfg.ctx_len),
+    chunk = chunk_tokens(cfg, len(layers), lm.adapter.d_model)
+    if chunk < cfg.chunk_tokens and progress:
+        print(f"transcoders: {len(layers)} layers: shuffle buffer of {chunk:,} tokens (not {cfg.chunk_tokens:,}) "
+              f"to keep it under {CHUNK_BUDGET >> 30} GiB", file=sys.stderr)
+    source = ActivationSource(lm, contexts, layers, chunk_contexts=max(1, chunk // cfg.ctx_len),
                               forward_batch=cfg.forward_batch, seed=cfg.seed, cache_dir=cfg.cache_activations or None)
     trainer = Trainer(cfg, lm, source, layers, out)
     return trainer.run(progress=progress)
