@@ -76,7 +76,7 @@ class AttributionGraph:
 # ------------------------------------------------------------------------------------------------ influence
 def normalize_rows(a: Tensor) -> Tensor:
     a = a.abs()
-    return a / a.sum(1, keepdim=True).clamp_min(1e-10)
+    return a.div_(a.sum(1, keepdim=True).clamp_min(1e-10))
 
 
 def influence(adjacency: Tensor, weights: Tensor, max_iter: int = 1000) -> Tensor:
@@ -94,10 +94,14 @@ def influence(adjacency: Tensor, weights: Tensor, max_iter: int = 1000) -> Tenso
 
 
 def _threshold(scores: Tensor, keep: float) -> Tensor:
-    s = scores.flatten().sort(descending=True).values
+    """The smallest score among the fewest entries that carry ``keep`` of the total (scores are >= 0). Only the
+    positive entries are sorted: an adjacency matrix is mostly zeros, and sorting all N^2 entries (with int64
+    indices) is what runs circuit-tracer out of memory on long prompts."""
+    s = scores[scores > 0]
+    if s.numel() == 0:
+        return torch.tensor(float("inf"))
+    s = s.sort(descending=True).values
     total = s.sum()
-    if total <= 0:
-        return s[-1]
     cum = s.cumsum(0) / total
     i = min(int(torch.searchsorted(cum, torch.tensor(keep)).item()), s.numel() - 1)
     return s[i]
@@ -110,15 +114,16 @@ def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: 
     A, w = graph.adjacency, graph.output_weight_vector()
     n_keep_always = len(graph.outputs) + graph.n_pos
     node_inf = influence(A, w)
-    node_mask = node_inf >= _threshold(node_inf, node_threshold)
+    node_mask = node_inf >= min(_threshold(node_inf, node_threshold), node_inf.max())
     node_mask[-n_keep_always:] = True
     pruned = A.clone()
     pruned[~node_mask] = 0
     pruned[:, ~node_mask] = 0
-    na = normalize_rows(pruned)
-    edge_scores = na * (influence(pruned, w) + w)[:, None]
+    weight = influence(pruned, w) + w
+    edge_scores = normalize_rows(pruned).mul_(weight[:, None])
     edge_mask = edge_scores >= _threshold(edge_scores, edge_threshold)
     edge_mask &= pruned != 0
+    del edge_scores, pruned
     nf = graph.n_features
     while True:
         before = node_mask.clone()
@@ -203,7 +208,13 @@ def attribution_graph(
         return out
 
     out_rows, out_bias = rows_for(outputs)
-    R = torch.zeros(limit, n_src)  # feature rows, in the order computed
+    n_out = len(outputs)
+    everything = limit == n_act
+    if everything:  # rows go straight into the adjacency matrix: no second copy of the largest tensor
+        A = torch.zeros(n_src + n_out, n_src + n_out)
+        R = A[:n_act, :n_src]
+    else:
+        R = torch.zeros(limit, n_src)  # feature rows, in the order computed
     R_bias = torch.zeros(limit)
     order = torch.zeros(limit, dtype=torch.long)  # active-feature index of each row
     visited = torch.zeros(n_act, dtype=torch.bool)
@@ -224,14 +235,18 @@ def attribution_graph(
         batches += 1
         if progress is not None:
             progress(done, limit)
-    perm = order.argsort()  # rows back in (layer, pos) order
-    selected, R, R_bias = order[perm], R[perm], R_bias[perm]
-    n_sel, n_out = selected.numel(), len(outputs)
-    N = n_sel + n_err + T + n_out
-    keep_cols = torch.cat([selected, torch.arange(n_act, n_src)])  # drop columns of unselected features
-    A = torch.zeros(N, N)
-    A[:n_sel, : n_sel + n_err + T] = R[:, keep_cols]
-    A[N - n_out:, : n_sel + n_err + T] = out_rows[:, keep_cols]
+    if everything:  # computed in layer order already
+        selected, N = order, n_src + n_out
+        keep_cols = torch.arange(n_src)
+    else:
+        perm = order.argsort()  # rows back in (layer, pos) order
+        selected, R, R_bias = order[perm], R[perm], R_bias[perm]
+        N = selected.numel() + n_err + T + n_out
+        keep_cols = torch.cat([selected, torch.arange(n_act, n_src)])  # drop columns of unselected features
+        A = torch.zeros(N, N)
+        A[: selected.numel(), : N - n_out] = R[:, keep_cols]
+    n_sel = selected.numel()
+    A[N - n_out:, : N - n_out] = out_rows[:, keep_cols]
     bias = torch.zeros(N)
     bias[:n_sel], bias[N - n_out:] = R_bias, out_bias
     values = torch.zeros(N)
