@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import CircuitError
+from ..training.config import opt
 from .graph import attribution_graph, prune, scores
 from .graph_json import attribution_graph_json, merged_graph_json, write_json
 from .paths import find_paths, format_paths, merge_paths, strongest_nodes
 from .replacement import FrozenPrompt, Replacement
 from .targets import Target, logit_target, parse_target
 from .transcoder_set import TranscoderSet
-
-
-def opt(default, help: str, **kw):
-    return field(default=default, metadata={"help": help, **kw})
 
 
 def load_replacement(set_dir: str, model: str = "", device: str = "cpu", dtype: str = "float32") -> Replacement:
