@@ -110,7 +110,8 @@ def run_circuit(cfg: CircuitConfig, rep: Replacement | None = None, progress: bo
         feats = [n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder"]
         feats.sort(key=lambda n: n["influence"])
         lines += [f"  tc{n['layer']}[{n['node_id'].split('_')[1]}]@{n['ctx_idx']}  activation {n['activation']:.3f}"
-                  for n in feats[: cfg.top]]
+                  for n in feats[: cfg.top]] or ["  (none survived pruning: errors carry most of the influence; "
+                                                 "lower --node-threshold or use a set with more layers)"]
     out = Path(cfg.out) if cfg.out else Path(cfg.set) / "graphs" / f"{slug}.json"
     write_json(doc, out)
     lines.append(f"\nwrote {out} ({len(doc['nodes'])} nodes, {len(doc['links'])} links)")
