@@ -128,6 +128,10 @@ def test_targets(fp):
     d = logit_target(fp, 5, 7)
     assert d.value(fp) == pytest.approx(float(fp.logits()[5] - fp.logits()[7]), rel=1e-4, abs=1e-5)
     assert parse_target(fp, "logit:#5-#7").value(fp) == pytest.approx(d.value(fp))
-    for bad in ("99:1", "0:100000", "logit:#99999", "nonsense", "0:1@50"):
+    groups = parse_target(fp, "logit:#5,#6,#9-#7,#8")
+    lg = fp.logits()
+    assert groups.value(fp) == pytest.approx(float(lg[[5, 6, 9]].mean() - lg[[7, 8]].mean()), rel=1e-4, abs=1e-5)
+    assert parse_target(fp, "logit:#5,#6").value(fp) == pytest.approx(float(lg[[5, 6]].mean()), rel=1e-4, abs=1e-5)
+    for bad in ("99:1", "0:100000", "logit:#99999", "nonsense", "0:1@50", "logit:#5,#6-#6"):
         with pytest.raises(CircuitError):
             parse_target(fp, bad)

@@ -8,7 +8,8 @@ from circuit_helpers import random_set, scaled_tiny_lm
 
 from transcoders.circuits import Replacement
 from transcoders.circuits import weights as W
-from transcoders.circuits.interventions import Edit, Measure, feature_acts, intervene, parse_edit, run_model
+from transcoders.circuits.interventions import Edit, Measure, feature_acts, intervene, parse_edit, random_edits, run_model
+from transcoders.circuits.targets import parse_target
 from transcoders.errors import CircuitError
 
 
@@ -94,12 +95,25 @@ def test_no_edit_is_the_real_model_and_a_last_layer_edit_is_exact(rep, fp):
         expected = expected + rep.b_U
     edited = run_model(rep, ids, [Edit(L, f, -1, "clamp", 5.0)]).logits
     assert torch.allclose(edited, expected, atol=1e-4 * float(expected.abs().max()))
+    # splicing the last layer's transcoder in: its output replaces the MLP's, the error is gone
+    x = fp.layers[L].mlp_in[T - 1]
+    tc_out = rep.tset[L].decode(z, x)
+    write = (post(tc_out) - post(mlp_out)) if post is not None else tc_out - mlp_out
+    expected = rep.adapter.final_norm()(fp.final[T - 1] + write) @ rep.W_U
+    if rep.b_U is not None:
+        expected = expected + rep.b_U
+    spliced = run_model(rep, ids, splice=(L,)).logits
+    assert torch.allclose(spliced, expected, atol=1e-4 * float(expected.abs().max()))
+    assert not torch.allclose(spliced, clean, atol=1e-3 * float(expected.abs().max()))
 
 
 def test_patches_and_ablations(rep, fp):
     ids = fp.ids
     top = int(fp.logits().argmax())
     m = Measure("logit", (top,))
+    group = parse_target(fp, "logit:#5,#6-#7")  # a group target reads the same from the real model as from the frozen one
+    assert Measure(group.label, group.tokens, group.coefs).value(rep, run_model(rep, ids)) == pytest.approx(
+        group.value(fp), rel=1e-4, abs=1e-4)
     same = intervene(rep, ids, m, [Edit(1, None, None, "patch")], patch_ids=ids)
     assert same.edited == pytest.approx(same.clean, rel=1e-5)
     # patching layer 1 from another prompt == clamping every layer-1 feature to its value there
@@ -114,6 +128,22 @@ def test_patches_and_ablations(rep, fp):
     edits = [Edit(2, int(f), int(p), "zero") for f, p in zip(t.acts_idx[:5], t.acts_pos[:5])]
     out = intervene(rep, ids, Measure("f", layer=2, feature=int(t.acts_idx[0]), pos=int(t.acts_pos[0])), edits)
     assert out.edited == pytest.approx(out.clean)  # zeroing layer-2 features cannot move layer 2's own input
+
+
+def test_random_control_draws_other_active_features_at_the_same_place(rep, fp):
+    import random
+
+    t = fp.layers[2]
+    edits = [Edit(2, int(f), int(p), "zero") for f, p in zip(t.acts_idx[:4], t.acts_pos[:4])]
+    active = set(zip(t.acts_idx.tolist(), t.acts_pos.tolist()))
+    rng = random.Random(0)
+    for _ in range(5):
+        drawn = random_edits(fp, edits, rng)
+        assert [(d.layer, d.pos) for d in drawn] == [(e.layer, e.pos) for e in edits]
+        for d in drawn:
+            assert (d.feature, d.pos) in active
+            assert (2, d.feature, d.pos) not in {(e.layer, e.feature, e.pos) for e in edits} or \
+                sum(p == d.pos for _, p in active) <= sum(e.pos == d.pos for e in edits)
 
 
 def test_edit_specs():

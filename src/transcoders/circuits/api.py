@@ -40,7 +40,8 @@ def slugify(text: str, n: int = 40) -> str:
 class CircuitConfig:
     set: str = opt("", "transcoder set folder (from `transcoders train --layers all`), or one run folder", required=True)
     prompt: str = opt("", "the text to explain", required=True)
-    target: str = opt("", "what to explain: LAYER:FEATURE[@POS], logit:TOKEN, logit:A-B or resid:LAYER:FILE[@POS] "
+    target: str = opt("", "what to explain: LAYER:FEATURE[@POS], logit:TOKEN, logit:A-B, logit:A,B-C,D (mean logits of "
+                          "token groups) or resid:LAYER:FILE[@POS] "
                           "(default: paths: the top predicted token's logit; graph: the top logits)")
     mode: str = opt("paths", "paths: the paper's greedy path search; graph: a full attribution graph (circuit-tracer style)",
                     choices=("paths", "graph"))
@@ -195,7 +196,8 @@ def run_connections(cfg: ConnectionsConfig, rep: Replacement | None = None) -> s
 class InterveneConfig:
     set: str = opt("", "transcoder set folder", required=True)
     prompt: str = opt("", "the prompt to run", required=True)
-    target: str = opt("", "what to watch: logit:TOKEN, logit:A-B or LAYER:FEATURE[@POS] (default: the top token's logit)")
+    target: str = opt("", "what to watch: logit:TOKEN, logit:A-B, logit:A,B-C,D or LAYER:FEATURE[@POS] "
+                          "(default: the top token's logit)")
     patch_from: str = opt("", "prompt to take --patch activations from (aligned at the last token)")
     ablate_circuit: str = opt("", "graph JSON from `transcoders circuit`: zero its feature nodes")
     circuit_top: int = opt(0, "with --ablate-circuit: only the N strongest feature nodes (0: all)")
@@ -237,7 +239,7 @@ def run_intervene(cfg: InterveneConfig, zero=(), clamp=(), scale=(), patch=(), r
     target = parse_target(fp, cfg.target) if cfg.target else default_target(fp)
     if target.kind == "direction":
         raise CircuitError("intervene watches logits and features; a resid: direction cannot be read from the real model")
-    measure = Measure(target.label, target.tokens, target.layer, target.feature, target.pos)
+    measure = Measure(target.label, target.tokens, target.coefs, target.layer, target.feature, target.pos)
     edits = [parse_edit(s, "zero") for s in zero] + [parse_edit(s, "clamp") for s in clamp]
     edits += [parse_edit(s, "scale") for s in scale] + [parse_edit(s, "patch") for s in patch]
     if cfg.ablate_circuit:

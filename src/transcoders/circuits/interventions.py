@@ -65,9 +65,10 @@ class Run:
 
 
 def run_model(rep: Replacement, ids: Tensor, edits: list[Edit] = (), patch_acts: dict[int, Tensor] | None = None,
-              read_layers: tuple[int, ...] = ()) -> Run:
+              read_layers: tuple[int, ...] = (), splice: tuple[int, ...] = ()) -> Run:
     """Forward ``ids [T]`` with the edits applied; returns the last position's logits and the MLP inputs of
-    ``read_layers`` (after the edits upstream of them)."""
+    ``read_layers`` (after the edits upstream of them). Layers in ``splice`` have their MLP replaced by the
+    transcoder outright (its error dropped): the replacement model, rather than the real one."""
     lm, T = rep.lm, ids.numel()
     by_layer: dict[int, list[Edit]] = {}
     for e in edits:
@@ -76,6 +77,10 @@ def run_model(rep: Replacement, ids: Tensor, edits: list[Edit] = (), patch_acts:
         if e.feature is not None and not 0 <= e.feature < rep.tset[e.layer].width:
             raise CircuitError(f"feature {e.feature} does not exist in layer {e.layer}")
         by_layer.setdefault(e.layer, []).append(e)
+    for L in splice:
+        if L not in rep.tset:
+            raise CircuitError(f"the transcoder set has no layer {L} to splice in")
+        by_layer.setdefault(L, [])
     read: dict[int, Tensor] = {}
 
     def editor(L: int, layer_edits: list[Edit]):
@@ -95,6 +100,8 @@ def run_model(rep: Replacement, ids: Tensor, edits: list[Edit] = (), patch_acts:
                     z2[p, f] = z[p, f] * e.value
                 else:  # patch
                     z2[p, f] = patch_acts[L][p, f]
+            if L in splice:
+                return tc.decode(z2, xf).to(y.dtype)[None]
             return y + ((z2 - z) @ tc.W_dec).to(y.dtype)[None]
 
         return fn
@@ -128,10 +135,12 @@ def feature_acts(rep: Replacement, ids: Tensor, layers) -> dict[int, Tensor]:
 
 @dataclass
 class Measure:
-    """What to watch: a logit, a logit difference (``tokens = (plus, minus)``) or a feature's pre-activation."""
+    """What to watch: a logit, a logit difference (``tokens = (plus, minus)``), any weighted sum of logits
+    (``coefs``, as a group target has) or a feature's pre-activation."""
 
     label: str
     tokens: tuple[int, ...] = ()
+    coefs: tuple[float, ...] = ()  # default: 1 for one token, (1, -1) for two
     layer: int = -1
     feature: int = -1
     pos: int = -1
@@ -143,8 +152,8 @@ class Measure:
         if self.layer >= 0:
             tc = rep.tset[self.layer]
             return float(tc.pre_acts(run.mlp_in[self.layer][self.pos].to(tc.W_enc.dtype))[self.feature])
-        v = float(run.logits[self.tokens[0]])
-        return v - float(run.logits[self.tokens[1]]) if len(self.tokens) > 1 else v
+        coefs = self.coefs or (1.0, -1.0)[: len(self.tokens)]
+        return sum(c * float(run.logits[t]) for t, c in zip(self.tokens, coefs))
 
 
 def top_predictions(rep: Replacement, logits: Tensor, k: int = 5) -> list[tuple[str, float]]:
@@ -192,21 +201,25 @@ def intervene(rep: Replacement, ids: Tensor, measure: Measure, edits: list[Edit]
                    top_predictions(rep, edited.logits))
 
 
+def random_edits(fp, edits: list[Edit], rng: random.Random) -> list[Edit]:
+    """As many zero-edits as ``edits``, each on a randomly drawn feature active at the same layer and token (one not
+    in ``edits`` where there is one): the control a circuit ablation is compared with. ``fp``: the prompt's trace."""
+    T = fp.n_tokens
+    circuit = {(e.layer, e.feature, None if e.pos is None else e.pos % T) for e in edits}
+    drawn = []
+    for e in edits:
+        t = fp.layers[e.layer]
+        p = None if e.pos is None else e.pos % T
+        keep = t.acts_pos == p if p is not None else torch.ones_like(t.acts_pos, dtype=torch.bool)
+        pool = [f for f in t.acts_idx[keep].tolist() if (e.layer, f, p) not in circuit] or t.acts_idx[keep].tolist()
+        drawn.append(Edit(e.layer, rng.choice(pool) if pool else 0, e.pos, "zero"))
+    return drawn
+
+
 def random_ablations(rep: Replacement, ids: Tensor, measure: Measure, edits: list[Edit], n: int, seed: int = 0) -> list[float]:
     """Zero as many randomly drawn active features (same layers and tokens as ``edits``) ``n`` times; the target's
     value each time. The baseline a circuit ablation is compared with."""
     fp = rep.trace([ids])[0]
     rng = random.Random(seed)
-    T = ids.numel()
-    circuit = {(e.layer, e.feature, None if e.pos is None else e.pos % T) for e in edits}
-    out = []
-    for _ in range(n):
-        drawn = []
-        for e in edits:
-            t = fp.layers[e.layer]
-            p = None if e.pos is None else e.pos % T
-            keep = t.acts_pos == p if p is not None else torch.ones_like(t.acts_pos, dtype=torch.bool)
-            pool = [f for f in t.acts_idx[keep].tolist() if (e.layer, f, p) not in circuit] or t.acts_idx[keep].tolist()
-            drawn.append(Edit(e.layer, rng.choice(pool) if pool else 0, e.pos, "zero"))
-        out.append(measure.value(rep, run_model(rep, ids, drawn, read_layers=measure.layers())))
-    return out
+    return [measure.value(rep, run_model(rep, ids, random_edits(fp, edits, rng), read_layers=measure.layers()))
+            for _ in range(n)]

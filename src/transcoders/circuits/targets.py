@@ -8,6 +8,8 @@ Spellings (``--target`` on the command line):
 ``logit:TOK``               the logit of a token at the last position (before any softcapping); TOK is the
                             token's text (``3``, ``' Paris'`` with quotes for leading spaces) or ``#ID``
 ``logit:A-B``               a logit difference, e.g. ``logit:3-2`` = logit("3") - logit("2")
+``logit:A,B,C-D,E``         groups of tokens: the mean logit of one group minus the mean of the other, e.g.
+                            ``logit:4,5,6,7,8,9-0,1,2`` (a linear stand-in for "probability on larger digits")
 ``resid:L:FILE[@P]``        any direction (a .npy/.pt/.safetensors vector of d_model numbers) read from the
                             residual stream before block L (``L = n_layers``: the final residual, before the
                             final norm)
@@ -21,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -43,7 +46,8 @@ class Target:
     const: float
     layer: int = -1  # feature targets
     feature: int = -1
-    tokens: tuple[int, ...] = ()  # logit targets: (token,) or (plus, minus)
+    tokens: tuple[int, ...] = ()  # logit targets: value = sum(coef * logit(token)) + ...
+    coefs: tuple[float, ...] = ()  # one per token: 1 for a single logit, (1, -1) for A-B, ±1/group size for groups
 
     def value(self, fp: FrozenPrompt) -> float:
         return float(self.vector @ fp.resid(self.stage)[self.pos]) + self.const
@@ -88,19 +92,37 @@ def token_id(fp: FrozenPrompt, text: str) -> int:
     return ids[0]
 
 
-def logit_target(fp: FrozenPrompt, plus: int, minus: int | None = None, pos: int | None = None, label: str | None = None) -> Target:
+def logit_target(fp: FrozenPrompt, plus: int | Sequence[int], minus: int | Sequence[int] | None = None,
+                 pos: int | None = None, label: str | None = None) -> Target:
+    """A token's logit, or the mean logit of the ``plus`` tokens minus the mean logit of the ``minus`` tokens."""
     rep = fp.rep
     pos = fp.n_tokens - 1 if pos is None else pos
-    direction = rep.W_U[:, plus].clone()
-    bias = 0.0 if rep.b_U is None else float(rep.b_U[plus])
-    tokens: tuple[int, ...] = (plus,)
+    groups = [[plus] if isinstance(plus, int) else list(plus)]
     if minus is not None:
-        direction -= rep.W_U[:, minus]
-        bias -= 0.0 if rep.b_U is None else float(rep.b_U[minus])
-        tokens = (plus, minus)
+        groups.append([minus] if isinstance(minus, int) else list(minus))
+    tokens = tuple(t for g in groups for t in g)
+    coefs = tuple(sign / len(g) for sign, g in zip((1.0, -1.0), groups) for _ in g)
+    if len(set(tokens)) != len(tokens):
+        raise CircuitError(f"a token appears twice in the logit target ({', '.join(_show(fp, t) for t in tokens)})")
+    idx, w = torch.tensor(tokens), torch.tensor(coefs, dtype=rep.W_U.dtype)
+    direction = rep.W_U[:, idx] @ w
+    bias = 0.0 if rep.b_U is None else float(rep.b_U[idx] @ w)
     v, c = fp.logit_vector(direction, pos, bias)
-    label = label or "-".join(f"logit({_show(fp, t)})" for t in tokens)
-    return Target(label, "logit", rep.final_stage, pos, v, c, tokens=tokens)
+    if label is None:
+        parts = [f"logit({_show(fp, g[0])})" if len(g) == 1 else f"mean logit({','.join(_show(fp, t) for t in g)})"
+                 for g in groups]
+        label = "-".join(parts)
+    return Target(label, "logit", rep.final_stage, pos, v, c, tokens=tokens, coefs=coefs)
+
+
+def _group(fp: FrozenPrompt, text: str) -> list[int]:
+    """One token, or several separated by commas."""
+    try:
+        return [token_id(fp, text)]
+    except CircuitError:
+        if "," not in text:
+            raise
+        return [token_id(fp, t) for t in text.split(",")]
 
 
 def _show(fp: FrozenPrompt, tid: int) -> str:
@@ -145,14 +167,14 @@ def parse_target(fp: FrozenPrompt, spec: str) -> Target:
             body, p = body.rsplit("@", 1)
             pos = _pos(fp, p)
         if not body:
-            raise CircuitError("logit: needs a token, e.g. logit:3 or logit:3-2")
+            raise CircuitError("logit: needs a token, e.g. logit:3, logit:3-2 or logit:4,5,6-0,1,2")
         try:
-            return logit_target(fp, token_id(fp, body), pos=pos)
+            return logit_target(fp, _group(fp, body), pos=pos)
         except CircuitError as single_err:
-            for i in range(1, len(body)):  # try every split at a '-' into two single tokens
+            for i in range(1, len(body)):  # try every split at a '-' into two tokens (or groups)
                 if body[i] == "-":
                     try:
-                        return logit_target(fp, token_id(fp, body[:i]), token_id(fp, body[i + 1:]), pos=pos)
+                        return logit_target(fp, _group(fp, body[:i]), _group(fp, body[i + 1:]), pos=pos)
                     except CircuitError:
                         continue
             raise single_err
@@ -170,7 +192,7 @@ def parse_target(fp: FrozenPrompt, spec: str) -> Target:
     m = _FEATURE.fullmatch(spec)
     if m is None:
         raise CircuitError(
-            f"cannot read target {spec!r}: use LAYER:FEATURE[@POS] (e.g. 8:123@-1), logit:TOKEN, logit:A-B "
+            f"cannot read target {spec!r}: use LAYER:FEATURE[@POS] (e.g. 8:123@-1), logit:TOKEN, logit:A-B, logit:A,B-C,D "
             "or resid:LAYER:FILE[@POS]"
         )
     return feature_target(fp, int(m.group(1)), int(m.group(2)), _pos(fp, m.group(3)))
