@@ -8,6 +8,7 @@ from circuit_helpers import random_set, scaled_tiny_lm
 
 from transcoders.circuits import Replacement
 from transcoders.circuits import weights as W
+from transcoders.features import weights as FW
 from transcoders.circuits.interventions import Edit, Measure, feature_acts, intervene, parse_edit, random_edits, run_model
 from transcoders.circuits.targets import parse_target
 from transcoders.errors import CircuitError
@@ -33,7 +34,7 @@ def proportional(a: torch.Tensor, b: torch.Tensor) -> bool:
 def test_deembedding_is_the_direct_token_path(rep, fp):
     pos, f = 3, 5
     v, _ = fp.feature_vector(0, f, pos)
-    E = W.embedding_matrix(rep)
+    E = FW.embedding_matrix(rep.adapter)
     full = W.deembedding(rep, 0, f, k=E.shape[0])
     scores = torch.zeros(E.shape[0])
     for i, s in full.top:

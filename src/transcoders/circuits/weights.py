@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CircuitError
+from ..features import weights as FW
 from .replacement import Replacement
 
 
@@ -42,28 +43,16 @@ def _check(rep: Replacement, layer: int, feature: int | None = None) -> None:
         raise CircuitError(f"feature {feature} does not exist: layer {layer} has features 0-{rep.tset[layer].width - 1}")
 
 
-def _center(v: Tensor, norm) -> Tensor:
-    """LayerNorms subtract the mean first: the part of a direction along (1, ..., 1) is invisible to them."""
-    return v - v.mean(-1, keepdim=True) if norm.centered else v
-
-
 def encoder_direction(rep: Replacement, layer: int, feature: int) -> Tensor:
     """The feature's encoder row pulled back through the pre-MLP norm's gain: a residual-stream direction."""
     _check(rep, layer, feature)
-    norm = rep.layers[layer].mlp_norm
-    return _center(rep.tset[layer].W_enc[feature].float() * norm.gain, norm)
+    return FW.encoder_directions(rep.adapter, rep.tset[layer], [feature])[0]
 
 
 def decoder_direction(rep: Replacement, layer: int, feature: int) -> Tensor:
     """What the feature writes into the residual stream (through any post-MLP norm's gain)."""
     _check(rep, layer, feature)
-    w = rep.tset[layer].W_dec[feature].float()
-    post = rep.layers[layer].mlp_out_norm
-    return w if post is None else w * post.gain
-
-
-def embedding_matrix(rep: Replacement) -> Tensor:
-    return rep.adapter.embed().weight.detach().float() * rep.adapter.embed_scale
+    return FW.decoder_directions(rep.adapter, rep.tset[layer], [feature])[0]
 
 
 def ov_back(rep: Replacement, layer: int, head: int, direction: Tensor) -> Tensor:
@@ -74,7 +63,7 @@ def ov_back(rep: Replacement, layer: int, head: int, direction: Tensor) -> Tenso
     if lw.attn_out_norm is not None:
         direction = direction * lw.attn_out_norm.gain
     u = lw.W_V[head] @ (lw.W_O[head] @ direction)
-    return _center(u * lw.attn_norm.gain, lw.attn_norm)
+    return FW.center(u * lw.attn_norm.gain, lw.attn_norm)
 
 
 def deembedding(rep: Replacement, layer: int, feature: int, *, head: tuple[int, int] | None = None, k: int = 10) -> Ranked:
@@ -84,12 +73,11 @@ def deembedding(rep: Replacement, layer: int, feature: int, *, head: tuple[int, 
         if head[0] > layer:
             raise CircuitError(f"head {head[0]}.{head[1]} runs after layer {layer}'s MLP: pick a head in layers 0-{layer}")
         v = ov_back(rep, head[0], head[1], v)
-    return _ranked(embedding_matrix(rep) @ v, k)
+    return _ranked(FW.embedding_matrix(rep.adapter) @ v, k)
 
 
 def logit_effects(rep: Replacement, layer: int, feature: int, k: int = 10) -> Ranked:
-    v = _center(decoder_direction(rep, layer, feature), rep.final_norm) * rep.final_norm.gain
-    return _ranked(v @ rep.W_U, k)
+    return _ranked(FW.logit_effects(rep.adapter, decoder_direction(rep, layer, feature)[None])[0], k)
 
 
 def pullback(rep: Replacement, layer: int, feature: int, onto: int, k: int = 10) -> Ranked:
@@ -115,7 +103,7 @@ def top_connections(rep: Replacement, src: int, dst: int, k: int = 20) -> list[t
     post = rep.layers[src].mlp_out_norm
     if post is not None:
         W = W * post.gain
-    E = _center(rep.tset[dst].W_enc.float() * rep.layers[dst].mlp_norm.gain, rep.layers[dst].mlp_norm)
+    E = FW.center(rep.tset[dst].W_enc.float() * rep.layers[dst].mlp_norm.gain, rep.layers[dst].mlp_norm)
     M = W @ E.T  # [F_src, F_dst]
     top = M.flatten().abs().topk(min(k, M.numel())).indices
     return [(int(i) // M.shape[1], int(i) % M.shape[1], float(M.flatten()[i])) for i in top]

@@ -25,6 +25,7 @@ EPILOG = textwrap.dedent(
       transcoders eval runs/transcoder                 # L0, FVU, CE clean/spliced/ablated, KL
       transcoders export runs/set --to circuit-tracer out/ct   # or --to saelens
       transcoders import out/ct runs/imported          # SAELens or circuit-tracer folders -> run folders
+      transcoders features runs/l6                     # dashboards' data: examples, histograms, logit tables -> SQLite
       transcoders circuit --set runs/set --prompt "The war lasted from the year 1732 to the year 17" --target logit:4-2
       transcoders connections --set runs/set --feature 12:345       # weights only: de-embeddings, logit effects
       transcoders intervene --set runs/set --prompt "..." --zero 12:345@-1   # causal check in the real model
@@ -224,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_import)
 
     from .circuits import add_circuit_parsers
+    from .features import add_features_parser
 
+    add_features_parser(sub)
     add_circuit_parsers(sub)
     return p
 
@@ -247,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; continue with `transcoders train --resume RUN`", file=sys.stderr)
+        hint = {"features": "rerun the same `transcoders features` command to continue"}.get(
+            ns.command, "continue with `transcoders train --resume RUN`")
+        print(f"interrupted: the last checkpoint is kept; {hint}", file=sys.stderr)
         return 130
 
 
