@@ -96,5 +96,17 @@ def test_ablate_circuit_from_graph_json(set_dir, tmp_path, capsys):
     assert main(["intervene", "--set", str(set_dir), "--prompt", "the king sees a ship", "--target", "logit:#5",
                  "--ablate-circuit", str(out), "--circuit-top", "3"]) == 0
     assert "edit(s); target" in capsys.readouterr().out
+    import json
+
+    from transcoders.circuits.api import circuit_edits
+
+    values = {(int(n["layer"]), int(n["node_id"].split("_")[1]), int(n["ctx_idx"])): n["influence"]
+              for n in json.loads(out.read_text())["nodes"] if n["feature_type"] == "cross layer transcoder"}
+    for sign in ("positive", "negative", "both"):
+        edits = circuit_edits(str(out), 0, "", sign)
+        got = [values[(e.layer, e.feature, e.pos)] for e in edits]
+        assert len(got) == sum(1 for v in values.values() if sign == "both" or (v > 0) == (sign == "positive") and v)
+        assert [abs(v) for v in got] == sorted((abs(v) for v in got), reverse=True)
+        assert sign == "both" or all((v > 0) == (sign == "positive") for v in got)
     assert main(["intervene", "--set", str(set_dir), "--prompt", "x", "--ablate-circuit", str(tmp_path / "none.json")]) != 0
     assert "does not exist" in capsys.readouterr().err

@@ -201,12 +201,17 @@ class InterveneConfig:
     patch_from: str = opt("", "prompt to take --patch activations from (aligned at the last token)")
     ablate_circuit: str = opt("", "graph JSON from `transcoders circuit`: zero its feature nodes")
     circuit_top: int = opt(0, "with --ablate-circuit: only the N strongest feature nodes (0: all)")
+    circuit_sign: str = opt("positive", "with --ablate-circuit on a paths graph: zero the nodes that push the target up "
+                            "(positive: how much of its value they carry), down (negative), or both",
+                            choices=("positive", "negative", "both"))
     random: int = opt(0, "also zero as many random active features (same layers and tokens) this many times, as a baseline")
     model: str = opt("", "model to load instead of the one the set was trained on")
 
 
-def circuit_edits(path: str, top: int = 0, exclude: str = "") -> list:
-    """Zero-edits for the feature nodes of a graph JSON (the strongest ``top`` if given)."""
+def circuit_edits(path: str, top: int = 0, exclude: str = "", sign: str = "both") -> list:
+    """Zero-edits for the feature nodes of a graph JSON (the strongest ``top`` if given). A paths graph's nodes carry
+    signed attributions: ``sign`` keeps those that push the target up (positive), down (negative), or both. An
+    attribution graph's influence is unsigned, so ``sign`` does not apply there."""
     import json
 
     from .interventions import Edit
@@ -220,6 +225,8 @@ def circuit_edits(path: str, top: int = 0, exclude: str = "") -> list:
     except (ValueError, KeyError, TypeError) as err:
         raise CircuitError(f"{path} is not a graph JSON ({err}): write one with `transcoders circuit`") from None
     if mode == "paths":
+        if sign != "both":
+            nodes = [n for n in nodes if ((n.get("influence") or 0.0) > 0) == (sign == "positive") and n.get("influence")]
         nodes.sort(key=lambda n: -abs(n.get("influence") or 0.0))
     else:
         nodes.sort(key=lambda n: n.get("influence") if n.get("influence") is not None else 1.0)
@@ -244,7 +251,7 @@ def run_intervene(cfg: InterveneConfig, zero=(), clamp=(), scale=(), patch=(), r
     edits += [parse_edit(s, "scale") for s in scale] + [parse_edit(s, "patch") for s in patch]
     if cfg.ablate_circuit:
         exclude = f"{target.layer}_{target.feature}_{target.pos}" if target.kind == "feature" else ""
-        edits += circuit_edits(cfg.ablate_circuit, cfg.circuit_top, exclude)
+        edits += circuit_edits(cfg.ablate_circuit, cfg.circuit_top, exclude, cfg.circuit_sign)
     if not edits:
         raise CircuitError("nothing to do: give --zero, --clamp, --scale, --patch or --ablate-circuit")
     patch_ids = rep.tokenize(cfg.patch_from)[0] if cfg.patch_from else None
