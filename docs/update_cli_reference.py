@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-COMMANDS = ["", "train", "eval", "sweep", "export", "import", "features", "circuit", "connections", "intervene"]
+COMMANDS = ["", "train", "eval", "sweep", "export", "import", "features", "serve", "circuit", "connections", "intervene"]
 root = Path(__file__).resolve().parent.parent
 env = dict(os.environ, COLUMNS="100")
 blocks = []

@@ -83,6 +83,8 @@ def test_store_matches_a_brute_force_pass(trained, tiny_corpus):
         effects = W.logit_effects(lm.adapter, W.decoder_directions(lm.adapter, d))
         (tl,) = con.execute("SELECT top_logits FROM features WHERE id = 5").fetchone()
         assert json.loads(tl)[0][0] == int(effects[5].argmax())
+        assert dict(con.execute("SELECT id, text FROM vocab WHERE id < 50")) == {
+            i: lm.tokenizer.decode([i]) for i in range(50)}
         referenced = {c for (c,) in con.execute("SELECT DISTINCT context FROM examples")}
         assert {c for (c,) in con.execute("SELECT id FROM contexts")} == referenced  # nothing unreferenced kept
         con.close()

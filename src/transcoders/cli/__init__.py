@@ -26,6 +26,7 @@ EPILOG = textwrap.dedent(
       transcoders export runs/set --to circuit-tracer out/ct   # or --to saelens
       transcoders import out/ct runs/imported          # SAELens or circuit-tracer folders -> run folders
       transcoders features runs/l6                     # dashboards' data: examples, histograms, logit tables -> SQLite
+      transcoders serve runs                           # local web viewer on http://127.0.0.1:8041/
       transcoders circuit --set runs/set --prompt "The war lasted from the year 1732 to the year 17" --target logit:4-2
       transcoders connections --set runs/set --feature 12:345       # weights only: de-embeddings, logit effects
       transcoders intervene --set runs/set --prompt "..." --zero 12:345@-1   # causal check in the real model
@@ -226,9 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .circuits import add_circuit_parsers
     from .features import add_features_parser
+    from .serve import add_serve_parser
 
     add_features_parser(sub)
     add_circuit_parsers(sub)
+    add_serve_parser(sub)
     return p
 
 

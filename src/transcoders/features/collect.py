@@ -138,6 +138,15 @@ def weight_tables(adapter, d: Dictionary, k: int = 10, batch: int = 512) -> list
     return out
 
 
+def vocab_texts(lm) -> list[tuple[int, str]]:
+    """``(id, text)`` of every token the unembedding knows (``#id`` where there is no tokenizer)."""
+    n = lm.adapter.unembed().shape[1]
+    tok = lm.tokenizer
+    if tok is None:
+        return [(i, f"#{i}") for i in range(n)]
+    return list(enumerate(tok.batch_decode([[i] for i in range(n)])))
+
+
 @dataclass
 class FeaturesConfig:
     tokens: int = opt(65536, "held-out tokens to read (a rerun with more tokens continues where the last one stopped)")
@@ -195,6 +204,7 @@ def collect(runs: list[str | Path], cfg: FeaturesConfig, *, lm=None, progress: b
                 con.executemany("INSERT INTO features (id, fires, act_sum, act_max, hist, top_logits, bottom_logits, "
                                 "top_deembed, bottom_deembed) VALUES (?, 0, 0, 0, NULL, ?, ?, ?, ?)",
                                 [(i, *t) for i, t in enumerate(weight_tables(lm.adapter, d))])
+                con.executemany("INSERT OR REPLACE INTO vocab (id, text) VALUES (?, ?)", vocab_texts(lm))
             meta = S.get_meta(con)
         stores.append(con)
         accs.append(acc)

@@ -15,6 +15,7 @@ Tables (``feature`` is the feature's index; ``context`` a held-out context's num
   ``[[start, source, doc_id], ...]``) and every feature's activations there, sparse (``codes``: see
   :func:`pack_codes`). Only contexts some example points at are kept.
 - ``labels(feature, label, note, updated)``: names people give features (the viewer writes these).
+- ``vocab(id, text)``: every token's text, so that readers (the viewer) need no tokenizer.
 
 Every update is one transaction: a store killed mid-way holds the last complete chunk, and a rerun resumes.
 """
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS examples (
 CREATE TABLE IF NOT EXISTS contexts (id INTEGER PRIMARY KEY, tokens BLOB NOT NULL, spans TEXT NOT NULL, codes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS labels (feature INTEGER PRIMARY KEY, label TEXT NOT NULL DEFAULT '', note TEXT NOT NULL DEFAULT '',
     updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS examples_by_context ON examples (context);
 """
 

@@ -1,0 +1,412 @@
+"""What the viewer shows, read from a runs folder: runs, sweeps, feature stores, graph JSON, labels, ratings.
+
+Plain functions returning JSON-ready dicts; the server (:mod:`.server`) only routes. Every path from a request
+goes through :func:`resolve` and never leaves the runs folder. Nothing here loads a model: token texts come from
+each store's ``vocab`` table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..features import store as S
+
+
+class BadRequest(ValueError):
+    """A malformed or impossible request: the server answers 400 (or 404 with ``missing``)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def resolve(root: Path, rel: str, *, must_exist: bool = True) -> Path:
+    """``root / rel``, refusing anything that would leave ``root`` (``..``, absolute paths, symlinks out)."""
+    if not isinstance(rel, str) or "\x00" in rel or rel.startswith(("/", "\\")) or ":" in rel[:3]:
+        raise BadRequest(f"bad path {rel!r}: give a path relative to the runs folder")
+    path = (root / rel).resolve()
+    if path != root and root not in path.parents:
+        raise BadRequest(f"path {rel!r} is outside the runs folder", 403)
+    if must_exist and not path.exists():
+        raise BadRequest(f"{rel!r} does not exist in the runs folder", 404)
+    return path
+
+
+def rel_of(root: Path, path: Path) -> str:
+    return path.resolve().relative_to(root).as_posix()
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def _walk(root: Path, max_depth: int = 4):
+    for dirpath, dirnames, filenames in os.walk(root):
+        depth = len(Path(dirpath).relative_to(root).parts)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in ("activations", "graphs"))
+        if depth >= max_depth:
+            dirnames[:] = []
+        yield Path(dirpath), set(filenames)
+
+
+def list_runs(root: Path) -> dict:
+    runs, sweeps = [], []
+    for folder, files in _walk(root):
+        if "config.json" in files and "weights.safetensors" in files:
+            runs.append(run_summary(root, folder))
+        if "results.csv" in files:
+            sweeps.append(sweep_summary(root, folder))
+    return {"root": str(root), "runs": runs, "sweeps": sweeps, "graphs": list_graphs(root)}
+
+
+def run_summary(root: Path, folder: Path) -> dict:
+    cfg = _read_json(folder / "config.json") or {}
+    metrics = _read_json(folder / "metrics.json") or {}
+    out = {"path": rel_of(root, folder), "layer": cfg.get("layer"), "kind": cfg.get("kind"),
+           "activation": cfg.get("activation"), "width": cfg.get("width"), "k": cfg.get("k"), "model": cfg.get("model"),
+           "l0": metrics.get("l0"), "fvu": metrics.get("fvu"), "store": None}
+    fid = metrics.get("fidelity") or metrics.get("alone") or {}
+    out["ce_recovered"] = fid.get("ce_recovered_mean") if isinstance(fid, dict) else None
+    if S.store_path(folder).is_file():
+        with _store(folder) as con:
+            meta = S.get_meta(con)
+        out["store"] = {k: meta.get(k) for k in ("tokens_done", "tokens_wanted", "complete")}
+    return out
+
+
+def run_detail(root: Path, rel: str) -> dict:
+    folder = resolve(root, rel)
+    if not (folder / "config.json").is_file():
+        raise BadRequest(f"{rel!r} is not a run folder (no config.json)", 404)
+    out = run_summary(root, folder)
+    out.update(config=_read_json(folder / "config.json"), metrics=_read_json(folder / "metrics.json"),
+               train_config=_read_json(folder / "train_config.json") or _read_json(folder.parent / "train_config.json"))
+    if out["store"]:
+        with _store(folder) as con:
+            rows = con.execute("SELECT id, fires, act_max FROM features ORDER BY fires DESC").fetchall()
+            tokens = max(1, S.get_meta(con).get("tokens_done") or 1)
+        dens = [r[1] / tokens for r in rows]
+        out["density_hist"] = _log_hist([d for d in dens if d > 0], lo=-7, hi=0, step=0.25)
+        out["dead"] = sum(1 for d in dens if d == 0)
+        out["densest"] = [{"id": r[0], "density": r[1] / tokens} for r in rows[:10]]
+    return out
+
+
+def sweep_summary(root: Path, folder: Path) -> dict:
+    with open(folder / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    plots = [p.name for p in sorted(folder.glob("pareto_*.png"))]
+    return {"path": rel_of(root, folder), "rows": rows, "plots": plots}
+
+
+def _log_hist(values, lo: float, hi: float, step: float) -> dict:
+    n = int(round((hi - lo) / step))
+    counts = [0] * n
+    for v in values:
+        i = min(n - 1, max(0, int((math.log10(v) - lo) / step)))
+        counts[i] += 1
+    return {"lo": lo, "step": step, "counts": counts}
+
+
+# ------------------------------------------------------------------------------------------------ features
+_LOCK = threading.Lock()
+_POOL: dict[Path, list[sqlite3.Connection]] = {}  # idle read-only connections per store: warm page caches
+_VOCAB: dict[Path, dict[int, str]] = {}
+
+
+class _store:
+    """A connection to a run's store as a context manager; read-only ones come from (and go back to) a pool."""
+
+    def __init__(self, folder: Path, write: bool = False):
+        self.path = S.store_path(folder)
+        if not self.path.is_file():
+            raise BadRequest(f"{folder.name} has no feature store: run `transcoders features {folder}`", 404)
+        self.write = write
+        with _LOCK:
+            idle = _POOL.get(self.path)
+            self.con = idle.pop() if idle and not write else None
+        if self.con is None:
+            self.con = S.connect(self.path, readonly=not write)
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.con
+
+    def __exit__(self, *exc):
+        if self.write:
+            self.con.close()
+            return
+        with _LOCK:
+            idle = _POOL.setdefault(self.path, [])
+            if len(idle) < 16:
+                idle.append(self.con)
+                return
+        self.con.close()
+
+
+def _texts(con, ids) -> dict[int, str]:
+    path = Path(con.execute("PRAGMA database_list").fetchone()[2])
+    vocab = _VOCAB.get(path)
+    if vocab is None:
+        vocab = dict(con.execute("SELECT id, text FROM vocab"))
+        with _LOCK:
+            _VOCAB[path] = vocab
+    return {int(i): vocab.get(int(i), f"#{int(i)}") for i in ids}
+
+
+def _feature_id(con, fid) -> int:
+    try:
+        fid = int(fid)
+    except (TypeError, ValueError):
+        raise BadRequest(f"feature {fid!r} is not a number") from None
+    width = S.get_meta(con).get("width") or con.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+    if not 0 <= fid < width:
+        raise BadRequest(f"feature {fid} does not exist: this run has features 0-{width - 1}", 404)
+    return fid
+
+
+def _examples(con, fid: int, kind: str, width: int, left: int, right: int, show_values: bool = True) -> list[dict]:
+    rows = con.execute("SELECT context, pos, act FROM examples WHERE feature = ? AND kind = ? ORDER BY act DESC",
+                       (fid, kind)).fetchall()
+    out, want = [], set()
+    raw = []
+    for ctx, pos, act in rows:
+        rec = con.execute("SELECT tokens, spans, codes FROM contexts WHERE id = ?", (ctx,)).fetchone()
+        if rec is None:
+            continue
+        toks = np.frombuffer(rec[0], dtype=np.int32)
+        acts = S.feature_acts_in_context(rec[2], toks.size, width, fid)
+        a, b = max(0, pos - left), min(toks.size, pos + right + 1)
+        spans = json.loads(rec[1])
+        source = next((s[1] for s in reversed(spans) if s[0] <= pos), spans[0][1] if spans else "")
+        raw.append((ctx, pos, act, toks[a:b].tolist(), acts[a:b].tolist(), pos - a, source))
+        want.update(toks[a:b].tolist())
+    texts = _texts(con, want)
+    for ctx, pos, act, ids, acts, at, source in raw:
+        ex = {"context": ctx, "pos": pos, "at": at, "source": source, "tokens": [texts[i] for i in ids],
+              "acts": [round(v, 4) for v in acts]}
+        if show_values:
+            ex["act"] = round(act, 4)
+        else:  # blind rating: relative highlighting only, no numbers
+            m = max(acts) or 1.0
+            ex["acts"] = [round(v / m, 2) for v in acts]
+        out.append(ex)
+    return out
+
+
+def feature_page(root: Path, rel: str, fid, *, left: int = 24, right: int = 6, bands: int = 5) -> dict:
+    folder = resolve(root, rel)
+    with _store(folder) as con:
+        fid = _feature_id(con, fid)
+        meta = S.get_meta(con)
+        width = meta.get("width")
+        fires, act_sum, act_max, hist, tl, bl, td, bd = con.execute(
+            "SELECT fires, act_sum, act_max, hist, top_logits, bottom_logits, top_deembed, bottom_deembed "
+            "FROM features WHERE id = ?", (fid,)).fetchone()
+        tables = {name: json.loads(v) if v else [] for name, v in
+                  (("top_logits", tl), ("bottom_logits", bl), ("top_deembed", td), ("bottom_deembed", bd))}
+        texts = _texts(con, [t for rows in tables.values() for t, _ in rows])
+        for name, rows in tables.items():
+            tables[name] = [{"token": texts[t], "id": t, "value": v} for t, v in rows]
+        counts = np.frombuffer(hist, dtype=np.int64).tolist() if hist else [0] * S.HIST_BINS
+        nz = [i for i, c in enumerate(counts) if c]
+        a, b = (nz[0], nz[-1] + 1) if nz else (0, 0)
+        top = _examples(con, fid, "top", width, left, right)
+        sample = sorted(_examples(con, fid, "sample", width, left, right), key=lambda e: -e["act"])
+        groups = []
+        if sample:
+            per = math.ceil(len(sample) / min(bands, len(sample)))
+            for i in range(0, len(sample), per):
+                g = sample[i:i + per]
+                groups.append({"range": [g[-1]["act"], g[0]["act"]], "examples": g})
+        label = con.execute("SELECT label, note FROM labels WHERE feature = ?", (fid,)).fetchone()
+    tokens = max(1, meta.get("tokens_done") or 1)
+    return {"run": rel_of(root, folder), "id": fid, "width": width, "layer": meta.get("layer"),
+            "density": fires / tokens, "fires": fires, "tokens": tokens, "mean_act": act_sum / fires if fires else 0.0,
+            "max_act": act_max, "hist": {"lo": S.HIST_LO + a * S.HIST_STEP, "step": S.HIST_STEP, "counts": counts[a:b]},
+            **tables, "top": top, "quantiles": groups,
+            "label": label[0] if label else "", "note": label[1] if label else ""}
+
+
+def set_label(root: Path, body: dict) -> dict:
+    folder = resolve(root, _field(body, "run", str))
+    label, note = _field(body, "label", str, ""), _field(body, "note", str, "")
+    if len(label) > 200 or len(note) > 5000:
+        raise BadRequest("label or note too long (200 / 5000 characters at most)")
+    with _store(folder, write=True) as con:
+        fid = _feature_id(con, body.get("id"))
+        with con:
+            con.execute("INSERT OR REPLACE INTO labels (feature, label, note, updated) VALUES (?, ?, ?, ?)",
+                        (fid, label.strip(), note.strip(), time.time()))
+    return {"ok": True, "id": fid, "label": label.strip(), "note": note.strip()}
+
+
+def search(root: Path, rel: str, q: str, limit: int = 50) -> dict:
+    """Features whose label matches ``q``, or whose strongest token, top logits or de-embedding is the token ``q``."""
+    folder = resolve(root, rel)
+    q = (q or "").strip()
+    if not q:
+        raise BadRequest("empty search: give a token or a word from a label")
+    hits: dict[int, list[str]] = {}
+    with _store(folder) as con:
+        width = S.get_meta(con).get("width")
+        for fid, label in con.execute("SELECT feature, label FROM labels WHERE label LIKE ? OR note LIKE ?",
+                                      (f"%{q}%", f"%{q}%")):
+            hits.setdefault(fid, []).append(f"label: {label}")
+        ids = {i for (i,) in con.execute("SELECT id FROM vocab WHERE lower(trim(text)) = lower(?)", (q,))}
+        if ids:
+            best = {}  # each feature's strongest example
+            for fid, ctx, pos, act in con.execute("SELECT feature, context, pos, act FROM examples WHERE kind = 'top'"):
+                if act > best.get(fid, (None, None, -1))[2]:
+                    best[fid] = (ctx, pos, act)
+            blobs = {}
+            for fid, (ctx, pos, _) in best.items():
+                if ctx not in blobs:
+                    blobs[ctx] = np.frombuffer(con.execute("SELECT tokens FROM contexts WHERE id = ?", (ctx,)).fetchone()[0],
+                                               dtype=np.int32)
+                if int(blobs[ctx][pos]) in ids:
+                    hits.setdefault(fid, []).append("fires most on it")
+            for fid, tl, td in con.execute("SELECT id, top_logits, top_deembed FROM features"):
+                if tl and any(t in ids for t, _ in json.loads(tl)[:5]):
+                    hits.setdefault(fid, []).append("promotes it")
+                if td and any(t in ids for t, _ in json.loads(td)[:5]):
+                    hits.setdefault(fid, []).append("excited by it")
+    found = [{"id": f, "why": sorted(set(w))} for f, w in sorted(hits.items())][:limit]
+    return {"run": rel, "q": q, "width": width, "results": found}
+
+
+def _field(body, name, typ, default=None):
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    v = body.get(name, default)
+    if v is None or not isinstance(v, typ):
+        raise BadRequest(f"field {name!r} is missing or not a {typ.__name__}")
+    return v
+
+
+# ------------------------------------------------------------------------------------------------ blind rating
+def _ratings_dir(root: Path) -> Path:
+    d = root / ".viewer" / "ratings"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _save_session(root: Path, sid: str, doc: dict) -> None:
+    path = _ratings_dir(root) / f"{sid}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def _load_session(root: Path, sid: str) -> dict:
+    if not isinstance(sid, str) or not sid.isalnum():
+        raise BadRequest("bad rating session id")
+    doc = _read_json(_ratings_dir(root) / f"{sid}.json")
+    if doc is None:
+        raise BadRequest(f"rating session {sid} does not exist", 404)
+    return doc
+
+
+def start_rating(root: Path, body: dict) -> dict:
+    runs = _field(body, "runs", list)
+    n = _field(body, "n", int, 10)
+    if len(runs) != 2 or not all(isinstance(r, str) for r in runs) or runs[0] == runs[1]:
+        raise BadRequest("a blind rating compares exactly two different runs")
+    if not 1 <= n <= 200:
+        raise BadRequest("n (features per run) must be 1-200")
+    rng = random.Random(secrets.randbits(64))
+    items = []
+    for i, rel in enumerate(runs):
+        with _store(resolve(root, rel)) as con:
+            live = [f for (f,) in con.execute("SELECT id FROM features WHERE fires > 0")]
+        if len(live) < n:
+            raise BadRequest(f"{rel} has {len(live)} live features; ask for at most that many")
+        items += [{"run": i, "feature": f} for f in rng.sample(live, n)]
+    rng.shuffle(items)
+    sid = secrets.token_hex(8)
+    _save_session(root, sid, {"runs": runs, "items": items, "answers": {}, "started": time.time()})
+    return {"session": sid, "total": len(items)}
+
+
+def rating_item(root: Path, sid: str) -> dict:
+    doc = _load_session(root, sid)
+    i = len(doc["answers"])
+    if i >= len(doc["items"]):
+        return {"session": sid, "done": True, "total": len(doc["items"]), "tally": rating_tally(doc)}
+    it = doc["items"][i]
+    folder = resolve(root, doc["runs"][it["run"]])
+    with _store(folder) as con:
+        width = S.get_meta(con).get("width")
+        examples = _examples(con, it["feature"], "top", width, 16, 4, show_values=False)[:8]
+        examples += _examples(con, it["feature"], "sample", width, 16, 4, show_values=False)[:4]
+    return {"session": sid, "done": False, "index": i, "total": len(doc["items"]), "examples": examples}
+
+
+def rating_answer(root: Path, sid: str, body: dict) -> dict:
+    doc = _load_session(root, sid)
+    index = _field(body, "index", int)
+    verdict = _field(body, "interpretable", str)
+    single = _field(body, "single_token", bool, False)
+    if verdict not in ("yes", "maybe", "no"):
+        raise BadRequest("interpretable must be yes, maybe or no")
+    if index != len(doc["answers"]) or index >= len(doc["items"]):
+        raise BadRequest(f"answer item {len(doc['answers'])} next (got {index})", 409)
+    doc["answers"][str(index)] = {"interpretable": verdict, "single_token": single}
+    _save_session(root, sid, doc)
+    return rating_item(root, sid)
+
+
+def rating_tally(doc: dict) -> list[dict]:
+    out = []
+    for r, rel in enumerate(doc["runs"]):
+        ans = [doc["answers"][str(i)] for i, it in enumerate(doc["items"]) if it["run"] == r and str(i) in doc["answers"]]
+        out.append({"run": rel, "rated": len(ans), **{v: sum(a["interpretable"] == v for a in ans) for v in ("yes", "maybe", "no")},
+                    "single_token": sum(a["single_token"] for a in ans),
+                    "features": [it["feature"] for it in doc["items"] if it["run"] == r]})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ graphs
+def list_graphs(root: Path) -> list[dict]:
+    out = []
+    for folder, files in _walk(root, max_depth=3):
+        g = folder / "graphs"
+        if g.is_dir():
+            for p in sorted(g.glob("*.json")):
+                out.append({"path": rel_of(root, p), "set": rel_of(root, folder), "name": p.stem})
+    return out
+
+
+def graph(root: Path, rel: str) -> dict:
+    path = resolve(root, rel)
+    if path.suffix != ".json" or not path.is_file():
+        raise BadRequest(f"{rel!r} is not a graph JSON file", 404)
+    doc = _read_json(path)
+    if not isinstance(doc, dict) or "nodes" not in doc or "links" not in doc:
+        raise BadRequest(f"{rel!r} is not a graph JSON (no nodes/links)")
+    set_dir = path.parent.parent
+    runs = {}
+    for node in doc["nodes"]:
+        if node.get("feature_type") == "cross layer transcoder":
+            L = int(node["layer"])
+            if L not in runs:
+                run = set_dir / f"layer_{L:02d}"
+                runs[L] = rel_of(root, run) if (run / "config.json").is_file() else (
+                    rel_of(root, set_dir) if (set_dir / "config.json").is_file() else None)
+            node["run"] = runs[L]
+            node["feature_index"] = int(str(node["node_id"]).split("_")[1])  # "feature" is circuit-tracer's pairing
+    return doc

@@ -1,0 +1,311 @@
+// transcoders viewer: a small single-page app over the JSON API of `transcoders serve`. No framework, no CDN.
+"use strict";
+
+const app = document.getElementById("app");
+const tip = document.getElementById("tip");
+
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "style") { if (v) el.style.cssText = v; }  // CSSOM: allowed under a strict CSP (style attributes are not)
+    else if (v !== null && v !== undefined && v !== false) el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const kid of kids.flat()) if (kid !== null && kid !== undefined) el.append(kid instanceof Node ? kid : String(kid));
+  return el;
+}
+function svg(tag, attrs, ...kids) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v); else el.setAttribute(k, v);
+  }
+  for (const kid of kids.flat()) if (kid) el.append(kid);
+  return el;
+}
+async function api(path, body) {
+  const opts = body === undefined ? {} : { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) };
+  const r = await fetch(path, opts);
+  const data = await r.json().catch(() => ({ error: `HTTP ${r.status}` }));
+  if (!r.ok) throw new Error(data.error || `HTTP ${r.status}`);
+  return data;
+}
+const q = (o) => new URLSearchParams(o).toString();
+const fmt = (x, d = 3) => (x === null || x === undefined ? "–" : typeof x === "number" ? (Math.abs(x) >= 1000 ? x.toExponential(2) : x.toFixed(d)) : x);
+const pct = (x) => (x < 0.001 ? (100 * x).toExponential(1) : (100 * x).toFixed(3)) + "%";
+const showTip = (ev, text) => { tip.hidden = false; tip.textContent = text; tip.style.left = ev.clientX + 14 + "px"; tip.style.top = ev.clientY + 10 + "px"; };
+const hideTip = () => { tip.hidden = true; };
+
+function render(...nodes) { app.replaceChildren(...nodes); }
+function fail(err) { render(h("p", { class: "error" }, err.message || String(err))); }
+
+// ---------------------------------------------------------------------------------------------- routes
+const routes = [
+  [/^#?\/?$/, home],
+  [/^#\/run\/(.+)$/, (m) => runPage(decodeURIComponent(m[1]))],
+  [/^#\/feature\/(.+)\/(\d+)$/, (m) => featurePage(decodeURIComponent(m[1]), +m[2])],
+  [/^#\/search\/(.+)\/(.+)$/, (m) => searchPage(decodeURIComponent(m[1]), decodeURIComponent(m[2]))],
+  [/^#\/graphs$/, graphsPage],
+  [/^#\/graph\/(.+)$/, (m) => graphPage(decodeURIComponent(m[1]))],
+  [/^#\/rate$/, rateStart],
+  [/^#\/rate\/([0-9a-f]+)$/, (m) => ratePage(m[1])],
+];
+async function route() {
+  hideTip();
+  const hash = location.hash || "#/";
+  for (const [re, fn] of routes) {
+    const m = hash.match(re);
+    if (m) { try { await fn(m); } catch (e) { fail(e); } return; }
+  }
+  fail(new Error("no such page"));
+}
+window.addEventListener("hashchange", route);
+route();
+
+// ---------------------------------------------------------------------------------------------- runs
+async function home() {
+  const d = await api("/api/runs");
+  const rows = d.runs.map((r) => h("tr", {},
+    h("td", {}, h("a", { href: `#/run/${encodeURIComponent(r.path)}` }, r.path)),
+    h("td", { class: "num" }, r.layer), h("td", {}, `${r.kind}/${r.activation}`), h("td", { class: "num" }, r.width),
+    h("td", { class: "num" }, r.k ?? "–"), h("td", { class: "num" }, fmt(r.l0, 1)), h("td", { class: "num" }, fmt(r.fvu)),
+    h("td", {}, r.store ? `${r.store.tokens_done.toLocaleString()} tokens${r.store.complete ? "" : " (partial)"}` : h("span", { class: "muted" }, "none"))));
+  const sweeps = d.sweeps.map((s) => h("div", { class: "card" }, h("h2", {}, `sweep ${s.path}`),
+    table(Object.keys(s.rows[0] || {}), s.rows.map((r) => Object.values(r))),
+    h("div", { class: "row" }, s.plots.map((p) => h("img", { src: `/api/file?${q({ path: `${s.path}/${p}` })}`, width: 520, alt: p })))));
+  render(h("h1", {}, "Runs"), h("p", { class: "muted" }, d.root),
+    d.runs.length ? h("table", {}, h("tr", {}, ["run", "layer", "kind", "width", "k", "L0", "FVU", "feature store"].map((t) => h("th", {}, t))), rows)
+      : h("p", {}, "No runs here yet: train one with `transcoders train`."),
+    sweeps.length ? h("h1", {}, "Sweeps") : null, sweeps,
+    d.graphs.length ? h("h1", {}, "Circuit graphs") : null, graphList(d.graphs));
+}
+function table(head, rows) {
+  return h("table", {}, h("tr", {}, head.map((t) => h("th", {}, t))), rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c)))));
+}
+
+async function runPage(run) {
+  const r = await api(`/api/run?${q({ run })}`);
+  const parts = [h("h1", {}, `Run ${run}`), h("div", { class: "stats card" },
+    h("span", {}, `layer ${r.layer}`), h("span", {}, `${r.kind}/${r.activation}`), h("span", {}, `width ${r.width}`),
+    h("span", {}, `k ${r.k ?? "–"}`), h("span", {}, `L0 ${fmt(r.l0, 1)}`), h("span", {}, `FVU ${fmt(r.fvu)}`), h("span", {}, r.model))];
+  if (!r.store) {
+    parts.push(h("p", {}, "No feature store yet: run ", h("code", {}, `transcoders features ${run}`), " to collect examples."));
+  } else {
+    parts.push(featureNav(run, null, r.width),
+      h("h2", {}, `Feature density (${r.dead} never fired in ${r.store.tokens_done.toLocaleString()} tokens)`),
+      barChart(r.density_hist, "log10 density"),
+      h("h2", {}, "Densest features"),
+      h("ul", {}, r.densest.map((f) => h("li", {}, h("a", { href: `#/feature/${encodeURIComponent(run)}/${f.id}` }, `#${f.id}`), ` ${pct(f.density)}`))));
+  }
+  parts.push(h("h2", {}, "Config"), h("pre", { class: "card" }, JSON.stringify({ config: r.config, metrics: r.metrics }, null, 1)));
+  render(...parts);
+}
+
+function featureNav(run, id, width) {
+  const go = (i) => { location.hash = `#/feature/${encodeURIComponent(run)}/${((i % width) + width) % width}`; };
+  const box = h("input", { type: "text", placeholder: "feature #", size: 8, id: "goto" });
+  const sbox = h("input", { type: "text", placeholder: "search: token or label", size: 22, id: "search" });
+  return h("div", { class: "nav row" },
+    h("div", {},
+      id !== null ? h("button", { onclick: () => go(id - 1), id: "prev" }, "← previous") : null,
+      id !== null ? h("button", { onclick: () => go(id + 1), id: "next" }, "next →") : null,
+      h("button", { onclick: () => go(Math.floor(Math.random() * width)), id: "random" }, "random")),
+    h("form", { onsubmit: (e) => { e.preventDefault(); if (box.value !== "") go(+box.value); } }, box, " ", h("button", {}, "open")),
+    h("form", { onsubmit: (e) => { e.preventDefault(); if (sbox.value.trim()) location.hash = `#/search/${encodeURIComponent(run)}/${encodeURIComponent(sbox.value.trim())}`; } },
+      sbox, " ", h("button", {}, "search")));
+}
+
+// ---------------------------------------------------------------------------------------------- features
+function barChart(hist, xlabel) {
+  const W = 420, H = 110, n = hist.counts.length || 1, max = Math.max(1, ...hist.counts), bw = W / n;
+  const bars = hist.counts.map((c, i) => svg("rect", {
+    x: i * bw, y: H - (H * c) / max, width: Math.max(1, bw - 1), height: (H * c) / max, fill: "#748ffc",
+    onmousemove: (ev) => showTip(ev, `${xlabel} ${(hist.lo + i * hist.step).toFixed(2)} to ${(hist.lo + (i + 1) * hist.step).toFixed(2)}: ${c}`),
+    onmouseleave: hideTip }));
+  return svg("svg", { width: W, height: H + 16, class: "chart" }, bars,
+    svg("text", { x: 0, y: H + 13 }, document.createTextNode(`${xlabel} ${hist.lo.toFixed(1)}`)),
+    svg("text", { x: W - 60, y: H + 13 }, document.createTextNode((hist.lo + n * hist.step).toFixed(1))));
+}
+
+function example(ex, max, showValue = true) {
+  const toks = ex.tokens.map((t, i) => {
+    const a = ex.acts[i], alpha = max > 0 ? Math.min(1, a / max) : 0;
+    return h("span", {
+      class: "tok" + (i === ex.at ? " at" : ""), style: a > 0 ? `background: rgba(232, 89, 12, ${(0.08 + 0.8 * alpha).toFixed(2)})` : null,
+      title: showValue ? `${JSON.stringify(t)}  ${a.toFixed(3)}` : JSON.stringify(t) }, t.replace(/\n/g, "⏎"));
+  });
+  return h("div", { class: "ex" }, showValue && ex.act !== undefined ? h("span", { class: "val" }, ex.act.toFixed(3)) : null,
+    ex.source ? h("span", { class: "src" }, ex.source) : null, toks);
+}
+
+function logitTable(title, rows, cls) {
+  return h("div", { class: "card logits" }, h("b", {}, title), h("table", {}, rows.map((r) =>
+    h("tr", {}, h("td", {}, JSON.stringify(r.token)), h("td", { class: "num " + cls }, (r.value >= 0 ? "+" : "") + r.value.toFixed(3))))));
+}
+
+async function featurePage(run, id) {
+  const f = await api(`/api/feature?${q({ run, id })}`);
+  const label = h("input", { type: "text", value: f.label, placeholder: "name this feature", size: 40, id: "label" });
+  const note = h("textarea", { rows: 2, cols: 60, placeholder: "notes", id: "note" }, f.note);
+  const saved = h("span", { class: "muted", id: "saved" });
+  const save = async (e) => {
+    e.preventDefault();
+    try { await api("/api/label", { run, id, label: label.value, note: note.value }); saved.textContent = "saved"; }
+    catch (err) { saved.textContent = err.message; }
+  };
+  const max = f.max_act || 1;
+  render(
+    h("h1", {}, `${run} — feature #${id}`, f.label ? h("span", { class: "muted" }, `  “${f.label}”`) : null),
+    featureNav(run, id, f.width),
+    h("form", { class: "card", onsubmit: save, id: "label-form" }, label, " ", h("button", { class: "primary" }, "save label"), " ", saved, h("br"), note),
+    h("div", { class: "feature-grid" },
+      h("div", {},
+        h("h2", {}, "Top activations"),
+        h("div", { class: "card", id: "top-examples" }, f.top.length ? f.top.map((ex) => example(ex, max)) : h("p", { class: "muted" }, "never fired")),
+        h("h2", {}, "Across its activation range (uniform sample, by quantile)"),
+        h("div", { class: "card" }, f.quantiles.map((g) => h("div", { class: "group" },
+          h("h3", {}, `activation ${fmt(g.range[0])} – ${fmt(g.range[1])}`), g.examples.map((ex) => example(ex, max)))))),
+      h("div", {},
+        h("div", { class: "stats card" }, h("div", {}, `density ${pct(f.density)} (${f.fires.toLocaleString()} of ${f.tokens.toLocaleString()} tokens)`),
+          h("div", {}, `mean activation ${fmt(f.mean_act)}, max ${fmt(f.max_act)}`)),
+        h("h2", {}, "Activation histogram"), barChart(f.hist, "log10 activation"),
+        h("h2", {}, "Logit effects"), h("div", { class: "row" }, logitTable("promotes", f.top_logits, "pos"), logitTable("suppresses", f.bottom_logits, "neg")),
+        h("h2", {}, "De-embedding"), h("div", { class: "row" }, logitTable("excited by", f.top_deembed, "pos"), logitTable("inhibited by", f.bottom_deembed, "neg")))));
+}
+
+async function searchPage(run, text) {
+  const r = await api(`/api/search?${q({ run, q: text })}`);
+  render(h("h1", {}, `Search “${text}” in ${run}`), featureNav(run, null, r.width),
+    r.results.length ? h("ul", {}, r.results.map((x) => h("li", {}, h("a", { href: `#/feature/${encodeURIComponent(run)}/${x.id}` }, `#${x.id}`), " ", h("span", { class: "muted" }, x.why.join("; ")))))
+      : h("p", {}, "No feature has that label, fires most on that token, or promotes it."));
+}
+
+// ---------------------------------------------------------------------------------------------- blind rating
+async function rateStart() {
+  const d = await api("/api/runs");
+  const withStore = d.runs.filter((r) => r.store);
+  const pick = (id) => h("select", { id }, withStore.map((r) => h("option", { value: r.path }, r.path)));
+  const a = pick("run-a"), b = pick("run-b");
+  if (withStore.length > 1) b.selectedIndex = 1;
+  const n = h("input", { type: "text", value: "10", size: 4, id: "rate-n" });
+  const msg = h("p", { class: "error" });
+  render(h("h1", {}, "Blind rating"),
+    h("p", {}, "Features are drawn at random from two runs and shown in random order, without saying which run they come from ",
+      "and without activation values (highlighting only). Rate each one; the tally per run appears at the end."),
+    withStore.length < 2 ? h("p", { class: "error" }, "Needs two runs with feature stores (`transcoders features RUN`).") :
+      h("form", { class: "card", onsubmit: async (e) => {
+        e.preventDefault();
+        try { const s = await api("/api/rating/start", { runs: [a.value, b.value], n: +n.value }); location.hash = `#/rate/${s.session}`; }
+        catch (err) { msg.textContent = err.message; }
+      } }, "run A ", a, "  run B ", b, "  features per run ", n, " ", h("button", { class: "primary", id: "rate-go" }, "start")),
+    msg);
+}
+
+async function ratePage(sid) {
+  const it = await api(`/api/rating?${q({ session: sid })}`);
+  if (it.done) return showTally(it);
+  const single = h("input", { type: "checkbox", id: "single" });
+  const answer = (v) => async () => {
+    try { const next = await api("/api/rating/answer", { session: sid, index: it.index, interpretable: v, single_token: single.checked });
+      if (next.done) showTally(next); else ratePage(sid); }
+    catch (err) { fail(err); }
+  };
+  render(h("h1", {}, `Blind rating: feature ${it.index + 1} of ${it.total}`),
+    h("div", { class: "card", id: "rate-examples" }, it.examples.map((ex) => example(ex, 1, false))),
+    h("p", {}, h("label", {}, single, " fires on a single token (or one token type)")),
+    h("p", { class: "nav" }, "Interpretable? ",
+      h("button", { onclick: answer("yes"), id: "ans-yes" }, "yes"), h("button", { onclick: answer("maybe"), id: "ans-maybe" }, "maybe"),
+      h("button", { onclick: answer("no"), id: "ans-no" }, "no")));
+}
+function showTally(it) {
+  render(h("h1", {}, "Blind rating: results"),
+    h("table", { id: "tally" }, h("tr", {}, ["run", "rated", "yes", "maybe", "no", "single-token"].map((t) => h("th", {}, t))),
+      it.tally.map((t) => h("tr", {}, h("td", {}, t.run), h("td", { class: "num" }, t.rated), h("td", { class: "num" }, t.yes),
+        h("td", { class: "num" }, t.maybe), h("td", { class: "num" }, t.no), h("td", { class: "num" }, t.single_token)))),
+    h("p", {}, h("a", { href: "#/rate" }, "start another")));
+}
+
+// ---------------------------------------------------------------------------------------------- circuits
+function graphList(graphs) {
+  return h("ul", {}, graphs.map((g) => h("li", {}, h("a", { href: `#/graph/${encodeURIComponent(g.path)}` }, g.name), h("span", { class: "muted" }, `  ${g.set}`))));
+}
+async function graphsPage() {
+  const d = await api("/api/runs");
+  render(h("h1", {}, "Circuit graphs"),
+    d.graphs.length ? graphList(d.graphs) : h("p", {}, "No graphs yet: write one with `transcoders circuit --set SET --prompt TEXT`."));
+}
+
+const MAX_EDGES = 1500;  // more lines than this hide the structure (and slow the page)
+const NODE_COLOR = { "cross layer transcoder": "#4c6ef5", "mlp reconstruction error": "#adb5bd", embedding: "#37b24d", logit: "#f08c00" };
+
+async function graphPage(path) {
+  const g = await api(`/api/graph?${q({ path })}`);
+  const info = (g.metadata && g.metadata.info) || {};
+  const paths = info.mode === "paths";
+  const toks = (g.metadata && g.metadata.prompt_tokens) || [];
+  const layerOf = (n) => {
+    if (n.feature_type === "logit") return 99;
+    const L = parseInt(n.layer, 10);
+    return Number.isNaN(L) ? (n.feature_type === "embedding" ? -1 : 99) : L;
+  };
+  const layers = g.nodes.map(layerOf).filter((L) => L < 99);
+  const maxL = Math.max(0, ...layers) + 1;
+  const score = (n) => (paths ? Math.abs(n.influence || 0) : n.influence === null || n.influence === undefined ? 0 : 1 - n.influence);
+  const maxScore = Math.max(1e-9, ...g.nodes.map(score));
+  const pinned = new Set((g.qParams && g.qParams.pinnedIds) || []);
+  const slider = h("input", { type: "range", min: 0, max: 100, value: paths ? 10 : 50, id: "prune" });
+  const holder = h("div", { class: "graph-wrap" });
+  const side = h("div", { class: "card", id: "node-info" }, h("p", { class: "muted" }, "Hover a node for details; click a feature to open its page; shift-click to pin."));
+  const pinList = h("ul", { class: "pinned", id: "pinned" });
+  const RH = 19, W = Math.max(700, 70 * toks.length + 80), H = RH * (maxL + 2) + 60;
+  const cells = new Map();  // nodes sharing a (layer, token) cell are spread across the token's column
+  for (const n of g.nodes) { const k = `${layerOf(n)}:${n.ctx_idx}`; if (!cells.has(k)) cells.set(k, []); cells.get(k).push(n); }
+  const offset = new Map(), radius = new Map();
+  for (const list of cells.values()) list.forEach((n, i) => {
+    offset.set(n.node_id, list.length === 1 ? 0 : -30 + (60 * (i + 0.5)) / list.length);
+    radius.set(n.node_id, Math.max(2.5, Math.min(5, 28 / list.length)));
+  });
+  const X = (n) => 60 + 70 * (n.ctx_idx ?? 0) + offset.get(n.node_id);
+  const Y = (n) => { const L = layerOf(n); return L === 99 ? 20 : L === -1 ? H - 30 : H - 50 - RH * L; };
+
+  function draw() {
+    const cut = +slider.value / 100;
+    const keep = new Map(g.nodes.filter((n) => pinned.has(n.node_id) || n.feature_type === "logit" || n.feature_type === "embedding" ||
+      (paths ? score(n) >= cut * maxScore : n.influence === null || n.influence === undefined || n.influence <= 1 - cut)).map((n) => [n.node_id, n]));
+    const among = g.links.filter((l) => keep.has(l.source) && keep.has(l.target));
+    const links = among.length > MAX_EDGES ? [...among].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, MAX_EDGES) : among;
+    const maxW = Math.max(1e-9, ...links.map((l) => Math.abs(l.weight)));
+    const edges = links.map((l) => { const a = keep.get(l.source), b = keep.get(l.target), w = Math.abs(l.weight) / maxW;
+      return svg("line", { x1: X(a), y1: Y(a), x2: X(b), y2: Y(b), stroke: l.weight >= 0 ? "#e8590c" : "#1c7ed6",
+        "stroke-opacity": (0.15 + 0.7 * w).toFixed(2), "stroke-width": (0.5 + 3 * w).toFixed(2) }); });
+    const nodes = [...keep.values()].map((n) => svg("circle", {
+      cx: X(n), cy: Y(n), r: pinned.has(n.node_id) ? 7 : radius.get(n.node_id), fill: NODE_COLOR[n.feature_type] || "#868e96",
+      stroke: pinned.has(n.node_id) ? "#000" : "#fff", "stroke-width": 1.5, class: "node", "data-id": n.node_id,
+      onmousemove: (ev) => { showTip(ev, describe(n)); side.replaceChildren(h("pre", {}, describe(n))); },
+      onmouseleave: hideTip,
+      onclick: (ev) => {
+        if (ev.shiftKey) { pinned.has(n.node_id) ? pinned.delete(n.node_id) : pinned.add(n.node_id); draw(); return; }
+        if (n.feature_type === "cross layer transcoder" && n.run) location.hash = `#/feature/${encodeURIComponent(n.run)}/${n.feature_index}`;
+      } }));
+    const labels = toks.map((t, i) => svg("text", { x: 60 + 70 * i - 10, y: H - 8 }, document.createTextNode(JSON.stringify(t).slice(0, 10))));
+    const rows = Array.from({ length: maxL }, (_, L) => svg("text", { x: 4, y: H - 46 - RH * L }, document.createTextNode(`L${L}`)));
+    holder.replaceChildren(svg("svg", { width: W, height: H, id: "graph-svg" }, edges, nodes, labels, rows));
+    pinList.replaceChildren(...[...pinned].map((id) => h("li", {}, id)));
+    count.textContent = `${keep.size} nodes; ${links.length === among.length ? "" : `strongest ${links.length} of `}${among.length} links shown`;
+  }
+  const count = h("span", { class: "muted", id: "graph-count" });
+  slider.addEventListener("input", draw);
+  render(h("h1", {}, `Circuit: ${(g.metadata && g.metadata.prompt) || path}`),
+    h("p", { class: "muted" }, `${info.mode || "graph"} · targets: ${(info.targets || []).join(", ")}` +
+      (info.replacement_score !== undefined ? ` · replacement ${fmt(info.replacement_score)} · completeness ${fmt(info.completeness_score)}` : "")),
+    h("p", {}, "pruning ", slider, " ", count),
+    h("div", { class: "row" }, holder, h("div", {}, side, h("h2", {}, "Pinned (shift-click)"), pinList)));
+  draw();
+}
+function describe(n) {
+  const parts = [`${n.node_id}  (${n.feature_type})`, `layer ${n.layer}, token ${n.ctx_idx}`];
+  if (n.clerp) parts.push(n.clerp);
+  if (n.activation !== null && n.activation !== undefined) parts.push(`activation ${fmt(n.activation)}`);
+  if (n.influence !== null && n.influence !== undefined) parts.push(`influence ${fmt(n.influence)}`);
+  if (n.run) parts.push(`click: open feature page (${n.run})`);
+  return parts.join("\n");
+}

@@ -1,0 +1,37 @@
+"""A real (tiny) runs folder for the viewer tests: a 3-layer set with feature stores and a circuit graph."""
+
+from __future__ import annotations
+
+import pytest
+
+from transcoders.features import FeaturesConfig, collect
+from transcoders.models import load_model
+from transcoders.training import TrainConfig, train
+from transcoders.viewer import make_server, serve_in_thread
+
+
+@pytest.fixture(scope="session")
+def runs_root(tiny_model_dir, tiny_corpus, tmp_path_factory):
+    root = tmp_path_factory.mktemp("viewer-runs")
+    cfg = TrainConfig(model=tiny_model_dir, corpus=tiny_corpus, layers="all", out=str(root / "set"), width=48, k=4,
+                      tokens=4096, batch_size=256, ctx_len=32, chunk_tokens=4096, forward_batch=16)
+    runs = train(cfg, progress=False)
+    lm = load_model(tiny_model_dir)
+    collect(runs, FeaturesConfig(tokens=32 * 16, corpus=tiny_corpus, top=4, samples=6), lm=lm, progress=False)
+    from transcoders.cli import main
+
+    assert main(["circuit", "--set", str(root / "set"), "--prompt", "the king sees a ship", "--mode", "graph",
+                 "--node-threshold", "1", "--edge-threshold", "1", "--quiet",
+                 "--out", str(root / "set" / "graphs" / "king.json")]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def server(runs_root):
+    srv = make_server(runs_root, port=0)
+    serve_in_thread(srv)
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+

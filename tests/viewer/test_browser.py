@@ -1,0 +1,112 @@
+"""End to end in a real browser: Playwright driving Debian's headless Chromium against `transcoders serve` on loopback.
+
+Skipped (with the reason) where Chromium or Playwright is missing; `make install` installs both on Debian.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+
+import pytest
+
+from transcoders.features import store_path
+
+CHROMIUM = os.environ.get("TRANSCODERS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make install)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (Debian: apt-get install chromium)")
+
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    pg = ctx.new_page()
+    pg.requests = []
+    pg.on("request", lambda r: pg.requests.append(r.url))
+    pg.origin = origin
+    yield pg
+    assert pg.requests, "the page made no request at all"
+    foreign = [u for u in pg.requests if not u.startswith(origin + "/") and not u.startswith(("data:", "about:"))]
+    assert not foreign, f"requests to other hosts: {foreign}"
+    ctx.close()
+
+
+def strongest_feature(runs_root, layer: str) -> int:
+    con = sqlite3.connect(store_path(runs_root / "set" / layer))
+    return con.execute("SELECT id FROM features ORDER BY fires DESC").fetchone()[0]
+
+
+def test_feature_page_shows_highlighted_examples(page, runs_root):
+    fid = strongest_feature(runs_root, "layer_01")
+    page.goto(f"{page.origin}/#/feature/set%2Flayer_01/{fid}")
+    page.wait_for_selector("#top-examples .ex")
+    assert page.locator("#top-examples .ex").count() >= 1
+    lit = page.locator("#top-examples .tok[style*='background']")
+    assert lit.count() >= 1  # tokens coloured by activation
+    assert page.locator("#top-examples .tok.at").count() >= 1  # the strongest token marked
+    page.click("#next")
+    page.wait_for_function(f"location.hash.endsWith('/{fid + 1}')")
+    page.wait_for_selector("h1:has-text('feature #')")
+
+
+def test_labels_persist_across_a_reload(page, runs_root):
+    page.goto(f"{page.origin}/#/feature/set%2Flayer_02/4")
+    page.wait_for_selector("#label")
+    page.fill("#label", "browser label")
+    page.click("#label-form button")
+    page.wait_for_selector("#saved:has-text('saved')")
+    page.reload()
+    page.wait_for_selector("#label")
+    assert page.input_value("#label") == "browser label"
+    con = sqlite3.connect(store_path(runs_root / "set" / "layer_02"))
+    assert con.execute("SELECT label FROM labels WHERE feature = 4").fetchone()[0] == "browser label"
+
+
+def test_blind_rating_completes_with_a_tally(page):
+    page.goto(f"{page.origin}/#/rate")
+    page.wait_for_selector("#rate-go")
+    page.select_option("#run-a", "set/layer_00")
+    page.select_option("#run-b", "set/layer_02")
+    page.fill("#rate-n", "2")
+    page.click("#rate-go")
+    for i in range(4):
+        page.wait_for_selector(f"h1:has-text('feature {i + 1} of 4')")
+        assert "layer_0" not in page.inner_text("main")  # which run stays hidden
+        page.click("#ans-yes" if i % 2 else "#ans-no")
+    page.wait_for_selector("#tally")
+    rows = page.locator("#tally tr")
+    assert rows.count() == 3
+    text = page.inner_text("#tally")
+    assert "set/layer_00" in text and "set/layer_02" in text
+
+
+def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):
+    page.goto(f"{page.origin}/#/graph/set%2Fgraphs%2Fking.json")
+    page.wait_for_selector("#graph-svg circle.node")
+    doc = json.loads(page.evaluate("fetch('/api/graph?path=set/graphs/king.json').then(r => r.text())"))
+    feat = next(n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder")
+    node = page.locator(f"circle.node[data-id='{feat['node_id']}']")
+    if node.count() == 0:  # pruned at the default slider: show everything
+        page.fill("#prune", "0")
+        page.dispatch_event("#prune", "input")
+    node = page.locator(f"circle.node[data-id='{feat['node_id']}']")
+    node.hover()  # details show on hover
+    assert feat["node_id"] in page.inner_text("#node-info")
+    node.dispatch_event("click")  # a click on that very node (neighbours in a crowded cell may overlap it)
+    page.wait_for_function("location.hash.startsWith('#/feature/')")
+    page.wait_for_selector(f"h1:has-text('feature #{feat['feature_index']}')")
+    assert feat["run"] in page.inner_text("h1")

@@ -1,0 +1,177 @@
+"""The viewer's HTTP API on a real (tiny) runs folder: content against the stores, labels, blind rating, graphs, and
+every refusal: path traversal, a public bind without a token, missing tokens, malformed requests."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import urllib.error
+import urllib.request
+
+import pytest
+
+from transcoders.features import store_path
+from transcoders.viewer import ViewerError, make_server, serve_in_thread
+
+
+def call(srv, path, body=None, headers=None, raw=None):
+    url = f"http://127.0.0.1:{srv.server_address[1]}{path}"
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def get_json(srv, path, body=None, **kw):
+    status, _, data = call(srv, path, body, **kw)
+    return status, json.loads(data)
+
+
+def test_pages_and_assets_are_local(server):
+    status, headers, html = call(server, "/")
+    assert status == 200 and b"/static/app.js" in html
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert b"http://" not in html and b"https://" not in html  # nothing to fetch from another host
+    for asset in ("app.js", "style.css"):
+        status, _, body = call(server, f"/static/{asset}")
+        body = body.replace(b"http://www.w3.org/2000/svg", b"")  # the SVG namespace is a name, not a request
+        assert status == 200 and b"https://" not in body and b"http://" not in body
+
+
+def test_runs_and_feature_pages_match_the_stores(server, runs_root):
+    status, d = get_json(server, "/api/runs")
+    assert status == 200
+    paths = {r["path"] for r in d["runs"]}
+    assert {"set/layer_00", "set/layer_01", "set/layer_02"} <= paths
+    assert all(r["store"]["complete"] for r in d["runs"])
+    assert [g["path"] for g in d["graphs"]] == ["set/graphs/king.json"]
+    con = sqlite3.connect(store_path(runs_root / "set" / "layer_01"))
+    fid, fires, act_max = con.execute("SELECT id, fires, act_max FROM features WHERE fires > 0 ORDER BY fires DESC").fetchone()
+    tokens = json.loads(con.execute("SELECT value FROM meta WHERE key = 'tokens_done'").fetchone()[0])
+    status, f = get_json(server, f"/api/feature?run=set/layer_01&id={fid}")
+    assert status == 200
+    assert f["fires"] == fires and f["density"] == pytest.approx(fires / tokens)
+    assert f["top"][0]["act"] == pytest.approx(act_max, rel=1e-3)
+    ex = f["top"][0]
+    assert ex["acts"][ex["at"]] == pytest.approx(ex["act"], rel=1e-2)  # the highlighted token is the strongest
+    assert len(f["top_logits"]) == 10 and all(isinstance(r["token"], str) for r in f["top_logits"])
+    assert sum(len(g["examples"]) for g in f["quantiles"]) == con.execute(
+        "SELECT COUNT(*) FROM examples WHERE feature = ? AND kind = 'sample'", (fid,)).fetchone()[0]
+
+
+def test_labels_persist(server, runs_root):
+    status, r = get_json(server, "/api/label", {"run": "set/layer_00", "id": 3, "label": "king tokens", "note": "n"})
+    assert status == 200 and r["ok"]
+    _, f = get_json(server, "/api/feature?run=set/layer_00&id=3")
+    assert f["label"] == "king tokens" and f["note"] == "n"
+    con = sqlite3.connect(store_path(runs_root / "set" / "layer_00"))
+    assert con.execute("SELECT label FROM labels WHERE feature = 3").fetchone()[0] == "king tokens"
+    _, s = get_json(server, "/api/search?run=set/layer_00&q=king")
+    assert any(x["id"] == 3 for x in s["results"])
+
+
+def test_blind_rating_hides_the_run_and_tallies(server):
+    status, s = get_json(server, "/api/rating/start", {"runs": ["set/layer_00", "set/layer_02"], "n": 3})
+    assert status == 200 and s["total"] == 6
+    verdicts = ["yes", "no", "maybe", "yes", "yes", "no"]
+    _, item = get_json(server, f"/api/rating?session={s['session']}")
+    for i, v in enumerate(verdicts):
+        assert not item["done"] and item["index"] == i
+        blob = json.dumps(item)
+        assert "layer_0" not in blob and '"act"' not in blob  # which run, and the activation values, stay hidden
+        _, item = get_json(server, "/api/rating/answer", {"session": s["session"], "index": i, "interpretable": v,
+                                                          "single_token": i % 2 == 0})
+    assert item["done"]
+    tally = item["tally"]
+    assert [t["run"] for t in tally] == ["set/layer_00", "set/layer_02"]
+    assert sum(t["yes"] for t in tally) == 3 and sum(t["no"] for t in tally) == 2 and sum(t["maybe"] for t in tally) == 1
+    assert all(t["rated"] == 3 for t in tally) and sum(t["single_token"] for t in tally) == 3
+    status, err = get_json(server, "/api/rating/answer", {"session": s["session"], "index": 6, "interpretable": "yes"})
+    assert status == 409 and "error" in err
+
+
+def test_graphs_link_feature_nodes_to_their_runs(server):
+    status, g = get_json(server, "/api/graph?path=set/graphs/king.json")
+    assert status == 200
+    feats = [n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder"]
+    assert feats
+    for n in feats:
+        assert n["run"] == f"set/layer_{int(n['layer']):02d}"
+        assert n["node_id"] == f"{n['layer']}_{n['feature_index']}_{n['ctx_idx']}"
+        status, f = get_json(server, f"/api/feature?run={n['run']}&id={n['feature_index']}")
+        assert status == 200
+
+
+@pytest.mark.parametrize("path,status,says", [
+    ("/api/feature?run=../../etc&id=1", 403, "outside the runs folder"),
+    ("/api/run?run=..", 403, "outside the runs folder"),
+    ("/api/graph?path=../../x.json", 403, "outside the runs folder"),
+    ("/api/file?path=../other/x.png", 403, "outside the runs folder"),
+    ("/api/feature?run=set/%2e%2e/%2e%2e/%2e%2e&id=0", 403, "outside the runs folder"),
+    ("/api/feature?run=/etc&id=1", 400, "relative to the runs folder"),
+    ("/static/../server.py", 404, "no such"),
+    ("/static/%2e%2e/server.py", 404, "no such"),
+    ("/api/graph?path=set/layer_00/config.json", 400, "not a graph"),
+    ("/api/file?path=set/layer_00/config.json", 404, "not an image"),
+])
+def test_paths_never_leave_the_runs_folder(server, path, status, says):
+    got, _, body = call(server, path)
+    assert got == status, (path, got, body)
+    assert says in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("path,body,raw,status", [
+    ("/api/label", None, b"{not json", 400),
+    ("/api/label", None, b"[1, 2]", 400),
+    ("/api/label", {"run": "set/layer_00", "id": "x", "label": "a"}, None, 400),
+    ("/api/label", {"run": "set/layer_00", "id": 10**6, "label": "a"}, None, 404),
+    ("/api/label", {"run": 5, "id": 1}, None, 400),
+    ("/api/rating/start", {"runs": ["set/layer_00"], "n": 2}, None, 400),
+    ("/api/rating/answer", {"session": "../../x", "index": 0, "interpretable": "yes"}, None, 400),
+    ("/api/nothing", {}, None, 404),
+])
+def test_malformed_requests_get_4xx_and_the_server_goes_on(server, path, body, raw, status):
+    got, _, data = call(server, path, body, raw=raw)
+    assert got == status and "error" in json.loads(data)
+    assert call(server, "/api/runs")[0] == 200
+    got, _, _ = call(server, "/api/feature?run=set/layer_00&id=abc")
+    assert got == 400
+
+
+def test_public_bind_needs_a_token(runs_root):
+    with pytest.raises(ViewerError, match="token"):
+        make_server(runs_root, host="0.0.0.0", port=0)
+    with pytest.raises(ViewerError, match="does not exist"):
+        make_server(runs_root / "nowhere", port=0)
+    srv = make_server(runs_root, host="127.0.0.1", port=0, token="s3cret")
+    serve_in_thread(srv)
+    try:
+        assert call(srv, "/api/runs")[0] == 401
+        assert call(srv, "/api/runs", headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert call(srv, "/api/runs", headers={"Authorization": "Bearer s3cret"})[0] == 200
+        assert call(srv, "/api/runs", headers={"Cookie": "tc_token=s3cret"})[0] == 200
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None
+
+        opener = urllib.request.build_opener(NoRedirect)
+        try:
+            opener.open(f"http://127.0.0.1:{srv.server_address[1]}/?token=s3cret")
+            raise AssertionError("expected a redirect")
+        except urllib.error.HTTPError as e:
+            assert e.code == 303 and "tc_token=s3cret" in e.headers["Set-Cookie"] and "HttpOnly" in e.headers["Set-Cookie"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_cli_refuses_a_public_host_without_token(capsys, runs_root):
+    from transcoders.cli import main
+
+    assert main(["serve", str(runs_root), "--host", "0.0.0.0", "--port", "0"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--token" in err[0]
