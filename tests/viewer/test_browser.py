@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 
@@ -59,7 +60,7 @@ def test_feature_page_shows_highlighted_examples(page, runs_root):
     assert lit.count() >= 1  # tokens coloured by activation
     assert page.locator("#top-examples .tok.at").count() >= 1  # the strongest token marked
     page.click("#next")
-    page.wait_for_function(f"location.hash.endsWith('/{fid + 1}')")
+    page.wait_for_url(re.compile(rf".*/{fid + 1}$"))
     page.wait_for_selector("h1:has-text('feature #')")
 
 
@@ -107,6 +108,17 @@ def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):
     node.hover()  # details show on hover
     assert feat["node_id"] in page.inner_text("#node-info")
     node.dispatch_event("click")  # a click on that very node (neighbours in a crowded cell may overlap it)
-    page.wait_for_function("location.hash.startsWith('#/feature/')")
+    page.wait_for_url(re.compile(r".*#/feature/.*"))
     page.wait_for_selector(f"h1:has-text('feature #{feat['feature_index']}')")
     assert feat["run"] in page.inner_text("h1")
+
+
+def test_a_prompt_typed_in_the_viewer_is_traced_and_drawn(page):
+    page.goto(f"{page.origin}/#/graphs")
+    page.wait_for_selector("#c-go")
+    page.fill("#c-prompt", "a cat and a dog")
+    page.fill("#c-target", "logit:#7")
+    page.click("#c-go")
+    page.wait_for_url(re.compile(r".*a-cat-and-a-dog-paths\.json$"))
+    page.wait_for_selector("#graph-svg circle.node")
+    assert "a cat and a dog" in page.inner_text("h1")

@@ -65,13 +65,15 @@ def _walk(root: Path, max_depth: int = 4):
 
 
 def list_runs(root: Path) -> dict:
-    runs, sweeps = [], []
+    runs, sweeps, sets = [], [], []
     for folder, files in _walk(root):
         if "config.json" in files and "weights.safetensors" in files:
             runs.append(run_summary(root, folder))
         if "results.csv" in files:
             sweeps.append(sweep_summary(root, folder))
-    return {"root": str(root), "runs": runs, "sweeps": sweeps, "graphs": list_graphs(root)}
+        if any((folder / f"layer_{L:02d}" / "config.json").is_file() for L in range(3)):
+            sets.append(rel_of(root, folder))
+    return {"root": str(root), "runs": runs, "sweeps": sweeps, "sets": sets, "graphs": list_graphs(root)}
 
 
 def run_summary(root: Path, folder: Path) -> dict:
@@ -410,3 +412,33 @@ def graph(root: Path, rel: str) -> dict:
             node["run"] = runs[L]
             node["feature_index"] = int(str(node["node_id"]).split("_")[1])  # "feature" is circuit-tracer's pairing
     return doc
+
+
+_COMPUTE = threading.Lock()  # one circuit at a time: each holds a model and a set in memory
+_REPLACEMENTS: dict[Path, object] = {}
+
+
+def compute_graph(root: Path, body: dict) -> dict:
+    """Run `transcoders circuit` for a prompt typed in the viewer; the graph JSON goes to SET/graphs/."""
+    from ..circuits.api import CircuitConfig, load_replacement, run_circuit, slugify
+    from ..errors import TranscodersError
+
+    folder = resolve(root, _field(body, "set", str))
+    prompt = _field(body, "prompt", str)
+    target, mode = _field(body, "target", str, ""), _field(body, "mode", str, "paths")
+    if not prompt.strip() or len(prompt) > 4000:
+        raise BadRequest("give a prompt of 1-4000 characters")
+    if mode not in ("paths", "graph"):
+        raise BadRequest("mode must be paths or graph")
+    out = folder / "graphs" / f"{slugify(prompt)}-{mode}.json"
+    try:
+        with _COMPUTE:
+            rep = _REPLACEMENTS.get(folder)
+            if rep is None:
+                rep = _REPLACEMENTS[folder] = load_replacement(str(folder))
+            cfg = CircuitConfig(set=str(folder), prompt=prompt, target=target.strip(), mode=mode, out=str(out),
+                                max_feature_nodes=1024)
+            report, path, _ = run_circuit(cfg, rep=rep)
+    except TranscodersError as e:
+        raise BadRequest(str(e)) from None
+    return {"path": rel_of(root, path), "report": report}

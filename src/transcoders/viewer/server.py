@@ -123,6 +123,8 @@ class Handler(BaseHTTPRequestHandler):
             if not self._authorised(query):
                 return self._error(401, "this viewer needs its access token: open the URL it printed (…/?token=…)")
             root = self.server.root
+            if method == "POST" and url.path == "/api/graph/compute":  # long: outside the data lock
+                return self._json(D.compute_graph(root, self._body()))
             if url.path.startswith("/api/"):
                 with self.server.work:  # one data request at a time: see ViewerServer
                     return self._api(method, url, query, root)

@@ -230,8 +230,21 @@ function graphList(graphs) {
 }
 async function graphsPage() {
   const d = await api("/api/runs");
+  const set = h("select", { id: "c-set" }, d.sets.map((s) => h("option", { value: s }, s)));
+  const prompt = h("input", { type: "text", size: 60, id: "c-prompt", placeholder: "The war lasted from the year 1732 to the year 17" });
+  const target = h("input", { type: "text", size: 22, id: "c-target", placeholder: "target (default: top token)" });
+  const mode = h("select", { id: "c-mode" }, h("option", { value: "paths" }, "paths"), h("option", { value: "graph" }, "graph"));
+  const msg = h("span", { class: "muted", id: "c-msg" });
+  const form = h("form", { class: "card", onsubmit: async (e) => {
+    e.preventDefault();
+    msg.textContent = "computing… (the first circuit loads the model)";
+    try { const r = await api("/api/graph/compute", { set: set.value, prompt: prompt.value, target: target.value, mode: mode.value });
+      location.hash = `#/graph/${encodeURIComponent(r.path)}`; }
+    catch (err) { msg.textContent = err.message; msg.className = "error"; }
+  } }, "set ", set, " prompt ", prompt, " ", target, " ", mode, " ", h("button", { class: "primary", id: "c-go" }, "trace"), " ", msg);
   render(h("h1", {}, "Circuit graphs"),
-    d.graphs.length ? graphList(d.graphs) : h("p", {}, "No graphs yet: write one with `transcoders circuit --set SET --prompt TEXT`."));
+    d.sets.length ? form : h("p", { class: "muted" }, "Train a transcoder set (`transcoders train --layers all`) to trace circuits here."),
+    d.graphs.length ? graphList(d.graphs) : h("p", {}, "No graphs yet: trace one above or with `transcoders circuit --set SET --prompt TEXT`."));
 }
 
 const MAX_EDGES = 1500;  // more lines than this hide the structure (and slow the page)
