@@ -46,7 +46,8 @@ def test_runs_and_feature_pages_match_the_stores(server, runs_root):
     assert status == 200
     paths = {r["path"] for r in d["runs"]}
     assert {"set/layer_00", "set/layer_01", "set/layer_02"} <= paths
-    assert all(r["store"]["complete"] for r in d["runs"])
+    assert all(r["store"]["complete"] for r in d["runs"] if r["path"].startswith("set/"))
+    assert all(r["store"] is None for r in d["runs"] if r["path"].startswith("sweep/"))  # no store collected there
     assert "set/graphs/king.json" in [g["path"] for g in d["graphs"]]
     con = sqlite3.connect(store_path(runs_root / "set" / "layer_01"))
     fid, fires, act_max = con.execute("SELECT id, fires, act_max FROM features WHERE fires > 0 ORDER BY fires DESC").fetchone()
@@ -190,3 +191,14 @@ def test_a_circuit_computed_from_the_viewer_opens_as_a_graph(server, runs_root):
     assert status == 400 and "token" in err["error"]
     status, err = get_json(server, "/api/graph/compute", {"set": "../..", "prompt": "x"})
     assert status == 403
+
+
+def test_sweeps_are_listed_with_their_pareto_plots(server, runs_root):
+    import csv
+
+    _, d = get_json(server, "/api/runs")
+    (sweep,) = d["sweeps"]
+    assert sweep["path"] == "sweep" and sorted(sweep["plots"]) == ["pareto_ce.png", "pareto_fvu.png"]
+    assert sweep["rows"] == list(csv.DictReader(open(runs_root / "sweep" / "results.csv")))
+    status, headers, png = call(server, "/api/file?path=sweep/pareto_ce.png")
+    assert status == 200 and headers["Content-Type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
