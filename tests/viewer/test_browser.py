@@ -105,6 +105,12 @@ def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):
         page.fill("#prune", "0")
         page.dispatch_event("#prune", "input")
     node = page.locator(f"circle.node[data-id='{feat['node_id']}']")
+    node.dispatch_event("click", {"shiftKey": True})  # pin it, and look at the pinned subgraph alone
+    assert feat["node_id"] in page.inner_text("#pinned")
+    page.check("#subgraph")
+    assert page.locator("#graph-svg circle.node").count() == 1
+    page.uncheck("#subgraph")
+    node = page.locator(f"circle.node[data-id='{feat['node_id']}']")
     node.hover()  # details show on hover
     assert feat["node_id"] in page.inner_text("#node-info")
     node.dispatch_event("click")  # a click on that very node (neighbours in a crowded cell may overlap it)

@@ -282,7 +282,9 @@ async function graphPage(path) {
 
   function draw() {
     const cut = +slider.value / 100;
-    const keep = new Map(g.nodes.filter((n) => pinned.has(n.node_id) || n.feature_type === "logit" || n.feature_type === "embedding" ||
+    const onlyPinned = subgraph.checked && pinned.size > 0;
+    const keep = new Map(g.nodes.filter((n) => onlyPinned ? pinned.has(n.node_id) :
+      pinned.has(n.node_id) || n.feature_type === "logit" || n.feature_type === "embedding" ||
       (paths ? score(n) >= cut * maxScore : n.influence === null || n.influence === undefined || n.influence <= 1 - cut)).map((n) => [n.node_id, n]));
     const among = g.links.filter((l) => keep.has(l.source) && keep.has(l.target));
     const links = among.length > MAX_EDGES ? [...among].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, MAX_EDGES) : among;
@@ -306,11 +308,13 @@ async function graphPage(path) {
     count.textContent = `${keep.size} nodes; ${links.length === among.length ? "" : `strongest ${links.length} of `}${among.length} links shown`;
   }
   const count = h("span", { class: "muted", id: "graph-count" });
+  const subgraph = h("input", { type: "checkbox", id: "subgraph" });
   slider.addEventListener("input", draw);
+  subgraph.addEventListener("change", draw);
   render(h("h1", {}, `Circuit: ${(g.metadata && g.metadata.prompt) || path}`),
     h("p", { class: "muted" }, `${info.mode || "graph"} · targets: ${(info.targets || []).join(", ")}` +
       (info.replacement_score !== undefined ? ` · replacement ${fmt(info.replacement_score)} · completeness ${fmt(info.completeness_score)}` : "")),
-    h("p", {}, "pruning ", slider, " ", count),
+    h("p", {}, "pruning ", slider, " ", count, "   ", h("label", {}, subgraph, " pinned subgraph only")),
     h("div", { class: "row" }, holder, h("div", {}, side, h("h2", {}, "Pinned (shift-click)"), pinList)));
   draw();
 }
