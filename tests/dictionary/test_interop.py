@@ -140,7 +140,7 @@ def test_unsupported_exports_and_bad_imports_are_one_line_errors(tmp_path, capsy
     assert "not SAEs" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["import", str(tmp_path / "empty"), str(tmp_path / "z")]) == 2
-    assert "neither a SAELens folder" in capsys.readouterr().err
+    assert "is not a SAELens folder" in capsys.readouterr().err
     with pytest.raises(CheckpointError, match="not an MLP"):
         (tmp_path / "resid").mkdir()
         export_runs([tmp_path / "sae"], "saelens", tmp_path / "resid")
@@ -164,3 +164,46 @@ def test_import_refuses_an_existing_folder_and_a_failed_overwrite_loses_nothing(
     assert (tmp_path / "dest" / "weights.safetensors").read_bytes() == before
     assert main(["import", str(tmp_path / "ct"), str(tmp_path / "dest"), "--overwrite"]) == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
+
+
+@pytest.mark.parametrize("transcode,skip", [(True, False), (True, True), (False, False)])
+def test_sparsify_folders_import_with_sparsifys_own_maths(tmp_path, transcode, skip):
+    """A folder laid out as sparsify 1.3 saves one (hookpoint/cfg.json + sae.safetensors with encoder.weight,
+    encoder.bias, W_dec, b_dec, W_skip); its forward, written out from sparsify's code: encode = topk(relu(
+    linear(x [- b_dec for SAEs]))), decode = embedding_bag(idx, W_dec, acts) + b_dec (+ x W_skip^T)."""
+    import json
+
+    import torch.nn.functional as F
+    from safetensors.torch import save_file
+
+    from transcoders.dictionary.interop import detect_format, import_runs
+
+    g = torch.Generator().manual_seed(0)
+    d, W, k = 16, 40, 5
+    t = {"encoder.weight": torch.randn(W, d, generator=g), "encoder.bias": torch.randn(W, generator=g) * 0.1,
+         "W_dec": torch.randn(W, d, generator=g), "b_dec": torch.randn(d, generator=g)}
+    if skip:
+        t["W_skip"] = torch.randn(d, d, generator=g) * 0.1
+    hp = tmp_path / "run" / "layers.3.mlp"
+    hp.mkdir(parents=True)
+    save_file(t, str(hp / "sae.safetensors"))
+    (hp / "cfg.json").write_text(json.dumps({"activation": "topk", "expansion_factor": 8, "normalize_decoder": True,
+                                             "num_latents": W, "k": k, "multi_topk": False, "skip_connection": skip,
+                                             "transcode": transcode, "d_in": d}))
+    assert detect_format(tmp_path / "run") == "sparsify"
+    (run,) = import_runs(tmp_path / "run", tmp_path / "ours", model="default")
+    ours = load_dictionary(run)
+    assert ours.cfg.layer == 3 and ours.cfg.k == k
+    assert ours.cfg.hook_in == ("blocks.3.mlp.in" if transcode else "blocks.3.mlp.out")
+    assert ours.cfg.kind == ("skip-transcoder" if skip else "transcoder") if transcode else ours.cfg.kind == "sae"
+    x = torch.randn(64, d, generator=g)
+    xin = x if transcode else x - t["b_dec"]
+    pre = F.relu(F.linear(xin, t["encoder.weight"], t["encoder.bias"]))
+    vals, idx = pre.topk(k, dim=-1)
+    y = F.embedding_bag(idx, t["W_dec"], per_sample_weights=vals, mode="sum") + t["b_dec"]
+    if skip:
+        y = y + x @ t["W_skip"].T
+    z = torch.zeros(64, W).scatter_(1, idx, vals)
+    with torch.no_grad():
+        assert torch.allclose(ours.encode(x), z, atol=1e-5)
+        assert torch.allclose(ours.decode(ours.encode(x), x), y, atol=1e-4)

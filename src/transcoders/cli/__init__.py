@@ -214,13 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser(
         "import",
-        help="read SAELens or circuit-tracer dictionaries into run folders",
+        help="read SAELens, circuit-tracer or EleutherAI sparsify dictionaries into run folders",
         description="Import dictionaries made by other tools (MLP-input/-output SAEs and transcoders) as run folders "
         "that every transcoders command accepts. The format is detected from the files unless --from is given.",
     )
-    m.add_argument("src", metavar="SRC", help="a SAELens folder (cfg.json), a folder of them, or a circuit-tracer folder")
+    m.add_argument("src", metavar="SRC", help="a SAELens folder (cfg.json), a folder of them, a circuit-tracer folder, or a "
+                   "sparsify run (hookpoint folders with sae.safetensors)")
     m.add_argument("out", metavar="OUT", help="run folder to create (a set folder when SRC holds several layers)")
-    m.add_argument("--from", dest="format", choices=("saelens", "circuit-tracer"), default=None, help="source format (default: detect)")
+    m.add_argument("--from", dest="format", choices=("saelens", "circuit-tracer", "sparsify"), default=None,
+                   help="source format (default: detect)")
     m.add_argument("--model", default=None, help="model the dictionaries belong to, when the files do not say (e.g. default)")
     m.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     m.set_defaults(func=_import)

@@ -31,7 +31,9 @@ from .io import load_dictionary, save_dictionary
 from .module import Dictionary, DictionaryConfig
 
 FORMATS = ("saelens", "circuit-tracer")
+IMPORT_FORMATS = FORMATS + ("sparsify",)
 SAELENS_CFG, SAELENS_WEIGHTS = "cfg.json", "sae_weights.safetensors"
+SPARSIFY_WEIGHTS = "sae.safetensors"  # EleutherAI sparsify: {save_dir}/{run}/{hookpoint}/cfg.json + sae.safetensors
 CT_CONFIG = "config.yaml"
 # TransformerLens names for our MLP hook points (SAELens metadata; circuit-tracer uses mlp.hook_in/out).
 TL_MLP_IN, TL_MLP_OUT = "blocks.{layer}.ln2.hook_normalized", "blocks.{layer}.hook_mlp_out"
@@ -126,6 +128,39 @@ def import_saelens(src: Path, model: str | None = None) -> Dictionary:
     return _build(dcfg, tensors, src)
 
 
+# ------------------------------------------------------------ EleutherAI sparsify
+def import_sparsify(src: Path, model: str | None = None) -> Dictionary:
+    """One sparsify hookpoint folder. Its TopK is ``topk(relu(x W_enc^T + b_enc))``, the same codes as ours; a
+    transcoder reads the hooked module's input and predicts its output, an SAE reconstructs the output; an SAE
+    subtracts ``b_dec`` from its input (folded into ``b_enc`` here)."""
+    try:
+        cfg = json.loads((src / SAELENS_CFG).read_text())
+        t = load_file(str(src / SPARSIFY_WEIGHTS))
+    except (OSError, json.JSONDecodeError, SafetensorError) as e:
+        raise CheckpointError(f"{src} is not a readable sparsify folder ({str(e).splitlines()[0]})") from None
+    if cfg.get("activation", "topk") != "topk":
+        raise CheckpointError(f"{src}: sparsify activation {cfg.get('activation')!r} cannot be imported (only topk)")
+    if "W_dec" not in t:
+        raise CheckpointError(f"{src}: this sparsify checkpoint has no decoder (saved with decoder=False)")
+    layer = _layer_of(src.name + ".", src)
+    if not re.search(r"mlp$", src.name):
+        raise CheckpointError(f"{src}: hookpoint {src.name!r} is not an MLP module; only MLP dictionaries can be imported")
+    transcode = bool(cfg.get("transcode"))
+    W_enc, b_enc = t["encoder.weight"], t["encoder.bias"]
+    if not transcode:  # encode(x - b_dec)
+        b_enc = b_enc - W_enc @ t["b_dec"]
+    kind = ("skip-transcoder" if "W_skip" in t else "transcoder") if transcode else "sae"
+    dcfg = DictionaryConfig(
+        d_in=W_enc.shape[1], d_out=t["W_dec"].shape[1], width=W_enc.shape[0], kind=kind, activation="topk",
+        k=int(cfg["k"]), model=model or "", layer=layer, hook_in=f"blocks.{layer}.mlp.{'in' if transcode else 'out'}",
+        hook_out=f"blocks.{layer}.mlp.out", extra={"imported_from": "sparsify", "source": str(src)},
+    )
+    tensors = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": t["W_dec"], "b_dec": t["b_dec"]}
+    if "W_skip" in t:
+        tensors["W_skip"] = t["W_skip"]
+    return _build(dcfg, {k: v.float().contiguous() for k, v in tensors.items()}, src)
+
+
 # ------------------------------------------------------------ circuit-tracer
 def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
     kinds = {d.cfg.kind for d in dicts}
@@ -206,13 +241,16 @@ def export_runs(run_dirs: list[Path], fmt: str, out: Path) -> list[Path]:
 
 
 def detect_format(src: Path) -> str:
+    if (src / SPARSIFY_WEIGHTS).exists() or any(src.glob(f"*/{SPARSIFY_WEIGHTS}")):
+        return "sparsify"
     if (src / SAELENS_CFG).exists():
         return "saelens"
     if (src / CT_CONFIG).exists() or any(src.glob("layer_*.safetensors")):
         return "circuit-tracer"
     if any(src.glob(f"*/{SAELENS_CFG}")):
         return "saelens"
-    raise CheckpointError(f"{src} is neither a SAELens folder ({SAELENS_CFG}) nor a circuit-tracer folder ({CT_CONFIG}, layer_*.safetensors)")
+    raise CheckpointError(f"{src} is not a SAELens folder ({SAELENS_CFG}), a circuit-tracer folder ({CT_CONFIG}, "
+                          f"layer_*.safetensors) or a sparsify folder ({SPARSIFY_WEIGHTS})")
 
 
 def import_runs(src: Path, out: Path, fmt: str | None = None, model: str | None = None) -> list[Path]:
@@ -225,8 +263,11 @@ def import_runs(src: Path, out: Path, fmt: str | None = None, model: str | None 
         dicts = [import_saelens(p, model) for p in subdirs]
     elif fmt == "circuit-tracer":
         dicts = import_circuit_tracer(src, model)
+    elif fmt == "sparsify":
+        subdirs = [src] if (src / SPARSIFY_WEIGHTS).exists() else sorted(p.parent for p in src.glob(f"*/{SPARSIFY_WEIGHTS}"))
+        dicts = [import_sparsify(p, model) for p in subdirs]
     else:
-        raise CheckpointError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+        raise CheckpointError(f"unknown format {fmt!r}: use one of {', '.join(IMPORT_FORMATS)}")
     if len(dicts) == 1:
         save_dictionary(dicts[0], out)
         return [out]
