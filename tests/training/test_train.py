@@ -1,5 +1,6 @@
 """Training on a tiny random model: it learns, it writes a valid run folder, it resumes exactly after SIGKILL."""
 
+import itertools
 import json
 import os
 import signal
@@ -193,3 +194,27 @@ def test_many_layers_shrink_the_shuffle_buffer_to_fit_memory():
     n = chunk_tokens(cfg, 30, 576)  # the default model's 30 layers: 18 GB at the default would not fit
     assert n < cfg.chunk_tokens and n * 30 * 2 * 576 * 4 <= CHUNK_BUDGET
     assert layer_ranges(list(range(30))) == "0-29" and layer_ranges([2, 6, 7, 8]) == "2,6-8"
+
+
+def test_a_chunk_used_in_part_is_harvested_in_part_and_resumes_the_same(tiny_model_dir, tiny_corpus):
+    """Dropping BOS leaves a 32-context chunk a little short of 32 x 32 / 64 = 16 batches of 64 tokens; a run of 16
+    batches must not harvest a whole second chunk for its last batch, and a resumed run sees the same batches."""
+    from transcoders.data.activations import ActivationSource
+    from transcoders.data.packing import load_split
+    from transcoders.models import load_model
+
+    lm = load_model(tiny_model_dir)
+    ctx = load_split(tiny_corpus, lm.tokenizer, "train", ctx_len=32, max_tokens=32 * 96)
+    src = ActivationSource(lm, ctx, [1], chunk_contexts=32)
+    harvested = []
+    real = src.harvest
+    src.harvest = lambda tokens, layers=None: (harvested.append(tokens.shape[0]), real(tokens, layers))[1]
+    full = list(itertools.islice(src.batches(64, remaining=16), 16))
+    assert harvested[0] == 32 and 1 <= harvested[1] <= 4  # the second chunk: only the contexts its one batch needs
+    assert [(c, b) for c, b, _ in full][-2:] == [(0, 14), (1, 0)]
+    partial = harvested[1]
+    # resume at batch 15 (chunk 1, batch 0) with one batch left: the same partial chunk, the same batch
+    harvested.clear()
+    (c, b, pairs), = itertools.islice(src.batches(64, start_chunk=1, start_batch=0, remaining=1), 1)
+    assert (c, b) == (1, 0) and harvested == [partial]
+    assert torch.equal(pairs[1][0], full[-1][2][1][0]) and torch.equal(pairs[1][1], full[-1][2][1][1])

@@ -108,9 +108,17 @@ class ActivationSource:
                     self.on_harvest(min(s + self.forward_batch, tokens.shape[0]), tokens.shape[0])
         return {layer: (torch.cat(outs[hook_names(layer)[0]]), torch.cat(outs[hook_names(layer)[1]])) for layer in layers}
 
-    def chunk(self, c: int) -> Chunk:
-        """Chunk ``c``, unshuffled: from the disk cache if it is there, else harvested (and cached)."""
+    def chunk(self, c: int, tokens_needed: int | None = None) -> Chunk:
+        """Chunk ``c``, unshuffled: from the disk cache if it is there, else harvested (and cached). Without a
+        cache and with ``tokens_needed`` below a chunk, only enough contexts for that many tokens are harvested."""
         i = c % self.n_chunks
+        if self.cache_dir is None and tokens_needed is not None:
+            tokens = self.chunk_tokens(c)
+            n_special = int(torch.isin(tokens, torch.tensor(sorted(self.special_ids), dtype=tokens.dtype)).sum(1).max()) \
+                if self.special_ids else 0
+            n = -(-tokens_needed // max(1, tokens.shape[1] - n_special))  # contexts that surely hold enough
+            if n < tokens.shape[0]:
+                return Chunk(c, self.harvest(tokens[:n]))
         if self.cache_dir is not None:
             path = self.cache_dir / f"chunk_{i:05d}.safetensors"
             if path.exists():
@@ -135,16 +143,26 @@ class ActivationSource:
         g = torch.Generator().manual_seed(_mix(self.seed, c))
         return torch.randperm(n, generator=g)
 
-    def batches(self, batch_size: int, start_chunk: int = 0, start_batch: int = 0) -> Iterator[tuple[int, int, dict[int, tuple[torch.Tensor, torch.Tensor]]]]:
-        """Endless ``(chunk, batch index, {layer: (x, y)})``; the tail of each chunk smaller than a batch is dropped."""
+    def batches(self, batch_size: int, start_chunk: int = 0, start_batch: int = 0, remaining: int | None = None,
+                ) -> Iterator[tuple[int, int, dict[int, tuple[torch.Tensor, torch.Tensor]]]]:
+        """Endless ``(chunk, batch index, {layer: (x, y)})``; the tail of each chunk smaller than a batch is dropped.
+
+        ``remaining``: batches still wanted from here. Without an activation cache, a chunk that would be used only
+        in part is harvested only in part (a model pass for tokens never trained on is the costliest waste there
+        is: dropping BOS makes a chunk of N tokens yield a little under N/batch batches, so a run of exactly one
+        chunk used to harvest a whole second chunk for its last step). The cut depends only on where the chunk's
+        first batch falls in the run, so a resumed run harvests the same partial chunk."""
         c = start_chunk
         b0 = start_batch
         while True:
-            ch = self.chunk(c)
+            needed = None if remaining is None else remaining + b0  # batches this chunk must give, from its start
+            ch = self.chunk(c, None if needed is None else needed * batch_size)
             perm = self.permutation(c, ch.n_tokens)
             for b in range(b0, ch.n_tokens // batch_size):
                 idx = perm[b * batch_size : (b + 1) * batch_size]
                 yield c, b, {layer: (x[idx], y[idx]) for layer, (x, y) in ch.pairs.items()}
+                if remaining is not None:
+                    remaining -= 1
             c, b0 = c + 1, 0
 
     # ------------------------------------------------------------ cache meta

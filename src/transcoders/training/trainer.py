@@ -281,7 +281,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
                    unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True, mininterval=1.0)
         self.source.on_harvest = _harvest_reporter(bar, desc) if progress else None
-        batches = self.source.batches(self.cfg.batch_size, self.chunk, self.batch)
+        batches = self.source.batches(self.cfg.batch_size, self.chunk, self.batch, remaining=self.total_steps - self.step)
         if not resumed:
             c, b, first = next(batches)
             self._init_from_data(first)
