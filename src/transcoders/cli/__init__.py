@@ -54,6 +54,11 @@ def add_dataclass_args(p: argparse.ArgumentParser, cls, skip: set[str] = frozens
         p.add_argument(flag, type=typ, dest=f.name, **kw)
 
 
+def config_from(ns: argparse.Namespace, cls, skip: set[str] = frozenset()):
+    """The dataclass ``cls`` filled from the flags :func:`add_dataclass_args` made for it."""
+    return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if f.name not in skip})
+
+
 def _train(ns: argparse.Namespace) -> int:
     from ..training import TrainConfig, read_train_config, train
 
@@ -63,7 +68,7 @@ def _train(ns: argparse.Namespace) -> int:
         train(cfg, resume=True, progress=not ns.quiet)
         out = ns.resume
     else:
-        cfg = TrainConfig(**{f.name: getattr(ns, f.name) for f in fields(TrainConfig)})
+        cfg = config_from(ns, TrainConfig)
         train(cfg, overwrite=ns.overwrite, progress=not ns.quiet)
         out = cfg.out
     print(f"done: {out}  (evaluate with `transcoders eval {out}`)")
@@ -125,8 +130,8 @@ def _sweep(ns: argparse.Namespace) -> int:
     from ..evaluation.sweep import RESULTS_MD, SweepGrid, run_sweep
     from ..training import TrainConfig
 
-    base = TrainConfig(**{f.name: getattr(ns, f.name) for f in fields(TrainConfig) if f.name not in SWEEP_AXES})
-    grid = SweepGrid(**{f.name: getattr(ns, f.name) for f in fields(SweepGrid)})
+    base = config_from(ns, TrainConfig, SWEEP_AXES)
+    grid = config_from(ns, SweepGrid)
     if base.threads:
         import torch
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+
+from . import config_from
 
 
 def _circuit(ns: argparse.Namespace) -> int:
     from ..circuits.api import CircuitConfig, check_prompt, run_circuit
 
-    cfg = CircuitConfig(**{f.name: getattr(ns, f.name) for f in fields(CircuitConfig)})
+    cfg = config_from(ns, CircuitConfig)
     check_prompt(cfg.prompt)
     report, _, _ = run_circuit(cfg, progress=not ns.quiet)
     print(report)
@@ -43,14 +44,14 @@ def add_circuit_parsers(sub) -> None:
 def _connections(ns: argparse.Namespace) -> int:
     from ..circuits.api import ConnectionsConfig, run_connections
 
-    print(run_connections(ConnectionsConfig(**{f.name: getattr(ns, f.name) for f in fields(ConnectionsConfig)})))
+    print(run_connections(config_from(ns, ConnectionsConfig)))
     return 0
 
 
 def _intervene(ns: argparse.Namespace) -> int:
     from ..circuits.api import InterveneConfig, run_intervene
 
-    cfg = InterveneConfig(**{f.name: getattr(ns, f.name) for f in fields(InterveneConfig)})
+    cfg = config_from(ns, InterveneConfig)
     print(run_intervene(cfg, zero=ns.zero, clamp=ns.clamp, scale=ns.scale, patch=ns.patch))
     return 0
 

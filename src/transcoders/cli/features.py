@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+
+from . import config_from
 
 
 def _features(ns: argparse.Namespace) -> int:
     from ..features import FeaturesConfig, collect
 
-    cfg = FeaturesConfig(**{f.name: getattr(ns, f.name) for f in fields(FeaturesConfig)})
+    cfg = config_from(ns, FeaturesConfig)
     for run, meta in collect(ns.runs, cfg, progress=not ns.quiet).items():
         speed = meta.get("tokens_per_second")
         print(f"{run}/features.sqlite: {meta['tokens_done']:,} tokens"
