@@ -6,8 +6,8 @@ Prints, in one run (so the figures share the machine's current load):
   * fp32 matmul GFLOP/s for the shapes that matter (the best one is "the peak");
   * (a) activation harvest on the default model up to --layer: tokens/s and fraction of peak;
   * (b) training a --width transcoder (TopK k=32, and ReLU + L1) on those activations:
-        tokens/s and fraction of peak (useful FLOPs only: the work a dense implementation
-        of the same maths must do, counted below).
+        tokens/s and fraction of peak, counting the dense matmuls only (TopK: the encoder forward;
+        ReLU: encoder, decoder and their gradients). The shapes and FLOP counts are in bench/flops.py.
 """
 
 from __future__ import annotations
@@ -16,17 +16,7 @@ import argparse
 import time
 
 import torch
-
-
-def matmul_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    for _ in range(3):
-        a @ b
-    reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
-        reps += 1
-    return 2 * m * k * n * reps / (time.perf_counter() - t0) / 1e9
+from flops import forward_flops_per_token, limit_shapes, matmul_gflops, topk_step_dense_flops_per_token
 
 
 def main() -> None:
@@ -54,8 +44,7 @@ def main() -> None:
     B = args.batch_size
 
     # ---------------------------------------------------------------- peak
-    shapes = {"square 2048": (2048, 2048, 2048), f"encoder {B}x{d}x{F_}": (B, d, F_), f"enc-grad {d}x{B}x{F_}": (d, B, F_),
-              f"model 4096x{d}x{a.d_mlp}": (4096, d, a.d_mlp)}
+    shapes = limit_shapes(d, a.d_mlp, [F_], B) | {f"dense enc-grad {d}x{B}x{F_}": (d, B, F_)}
     gf = {name: matmul_gflops(*s) for name, s in shapes.items()}
     peak = max(gf.values())
     print("\nfp32 matmul GFLOP/s")
@@ -73,10 +62,7 @@ def main() -> None:
     pairs = src.harvest(tokens)
     dt = time.perf_counter() - t0
     n_tok = tokens.numel()
-    # FLOPs per token of layers 0..L: 2 x (weights of those layers) + attention scores/mixing (QK^T and AV, ~ctx/2 keys on average)
-    layer_params = sum(p.numel() for i in range(args.layer + 1) for p in a.layer(i).parameters())
-    attn = (args.layer + 1) * 2 * 2 * (ctx / 2) * a.n_heads * a.d_head
-    harvest_flop = n_tok * (2 * layer_params + attn)
+    harvest_flop = n_tok * forward_flops_per_token(a, args.layer, ctx)
     h_tps = n_tok / dt
     print(f"\n(a) harvest, default model, layers 0-{args.layer}, ctx {ctx}, batch 32 contexts")
     print(f"  {h_tps:10.0f} tokens/s   {harvest_flop / dt / 1e9:7.1f} GFLOP/s   {harvest_flop / dt / 1e9 / peak:6.1%} of peak")
@@ -85,9 +71,9 @@ def main() -> None:
     x, y = pairs[args.layer]
     n = x.shape[0] // B * B
     print(f"\n(b) training on {n:,} harvested tokens, width {F_}, batch {B}")
-    for activation, useful in (("topk", 4 * d * F_), ("relu", 10 * d * F_)):
-        # topk: encoder forward 2dF + its weight gradient 2dF (decoder touches only k rows: negligible)
-        # relu: the same encoder 4dF + dense decoder forward 2Fd + gradients for W_dec and for z 4Fd
+    for activation, useful in (("topk", topk_step_dense_flops_per_token(d, F_)), ("relu", 10 * d * F_)):
+        # topk: the dense part is the encoder forward 2dF; TopK, the decoder and the gradients touch only k rows
+        # relu: encoder forward + its weight gradient 4dF + dense decoder forward 2Fd + gradients for W_dec and z 4Fd
         cfg = TrainConfig(activation=activation, k=args.k, width=F_, tokens=n, batch_size=B)
         tr = Trainer(cfg, lm, None, [args.layer], out=None)
         st: LayerState = tr._new_state(args.layer)

@@ -13,7 +13,14 @@ What it does, from a fresh clone (after `make install`):
    defaults (sparsify: signum optimiser, full-model forward every step, as its users run it; ours: Adam, forward
    stopped after layer 6, shuffle buffer);
 4. evaluates both results with our evaluator on the same held-out tokens (sparsify's through `transcoders
-   import`), and prints per width: tokens/s of each and their ratio (medians), peak resident memory, FVU.
+   import`), and prints per width: tokens/s of each and their ratio (medians), peak resident memory, FVU;
+5. the dictionary step alone: both tools' training step on the same layer-6 activations already in memory
+   (`step_ours.py`: our trainer's `LayerState.step`; `step_sparsify.py`: the body of sparsify's training hook with
+   its defaults), alternating, `--repeats` times per width;
+6. the machine's limit: fp32 matmul GFLOP/s measured for the shapes involved (bench/flops.py), and each tool's
+   achieved fraction of it: the dictionary step alone counting its dense part (the encoder forward, 2·d·width FLOPs
+   per token), our harvest alone (the forward through layers 0-6), and end to end counting the useful work (that
+   truncated forward plus the dense dictionary step; sparsify's full-model forward is work it need not do).
 """
 
 from __future__ import annotations
@@ -29,6 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "src"))
+from flops import forward_flops_per_token, limit_shapes, matmul_gflops, topk_step_dense_flops_per_token  # noqa: E402
+
 OUT = ROOT / "bench" / "out" / "compare_sparsify"
 VENV = ROOT / "bench" / "out" / "sparsify-venv"
 PY = sys.executable
@@ -52,7 +63,6 @@ def ensure_sparsify() -> Path:
 
 def export_inputs(tokens: int) -> tuple[Path, Path, int]:
     """The default model's HF folder, and a `datasets` folder of `tokens` training tokens in our packing."""
-    sys.path.insert(0, str(ROOT / "src"))
     from datasets import Dataset
 
     from transcoders.data.packing import bos_token_id, load_split
@@ -104,8 +114,35 @@ def run_theirs(py: Path, model_dir: Path, data_dir: Path, bos: int, width: int, 
     return res
 
 
+def harvest_acts(tokens: int) -> tuple[Path, float, float]:
+    """Layer 6's (MLP input, MLP output) for `tokens` training tokens (BOS dropped), saved for the step-alone runs.
+    Returns the file, our harvest's tokens/s and its FLOPs per token (the forward through layers 0-6)."""
+    from safetensors.torch import save_file
+
+    from transcoders.data.activations import ActivationSource
+    from transcoders.data.packing import load_split
+    from transcoders.models import load_model
+
+    lm = load_model("default")
+    contexts = load_split("default", lm.tokenizer, "train", ctx_len=CTX, max_tokens=tokens + 64 * CTX)
+    src = ActivationSource(lm, contexts, [LAYER], chunk_contexts=tokens // CTX, forward_batch=SEQS_PER_STEP)
+    ctx_tokens = src.chunk_tokens(0)
+    src.harvest(ctx_tokens[:SEQS_PER_STEP])  # warm-up
+    t0 = time.perf_counter()
+    x, y = src.harvest(ctx_tokens)[LAYER]
+    tps = ctx_tokens.numel() / (time.perf_counter() - t0)
+    path = OUT / f"acts-layer{LAYER}-{tokens}.safetensors"
+    save_file({"x": x.contiguous(), "y": y.contiguous()}, str(path))
+    return path, tps, forward_flops_per_token(lm.adapter, LAYER, CTX)
+
+
+def step_alone(py: str, script: str, acts: Path, width: int, steps: int, threads: int) -> float:
+    p = sh([py, str(Path(__file__).with_name(script)), str(acts), str(width), str(K), str(SEQS_PER_STEP * CTX),
+            str(steps), str(threads)], capture_output=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])["tokens_per_s"]
+
+
 def fvu(run: Path, tokens: int) -> float:
-    sys.path.insert(0, str(ROOT / "src"))
     from transcoders.evaluation import evaluate
 
     res = evaluate([run], tokens=tokens, each=False, progress=False, write=False)
@@ -119,12 +156,31 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-tokens", type=int, default=16_384)
+    ap.add_argument("--step-tokens", type=int, default=32_768, help="activations held in memory for the step-alone runs")
+    ap.add_argument("--steps", type=int, default=16, help="timed steps per step-alone run")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
     py = ensure_sparsify()
     model_dir, data_dir, bos = export_inputs(args.tokens)
+    widths = [int(w) for w in args.widths.split(",")]
+    from transcoders.models import load_model
+
+    a = load_model("default").adapter
+    gflops = {name: matmul_gflops(*shape) for name, shape in limit_shapes(a.d_model, a.d_mlp, widths).items()}
+    peak = max(gflops.values())
+    print("fp32 matmul GFLOP/s: " + ", ".join(f"{n} {v:.1f}" for n, v in gflops.items()) + f"; limit {peak:.1f}", flush=True)
+    acts, harvest_tps, fwd_flops = harvest_acts(args.step_tokens)
+    print(f"our harvest alone: {harvest_tps:.0f} tok/s, {harvest_tps * fwd_flops / 1e9 / peak:.1%} of the limit", flush=True)
     rows = []
-    for width in (int(w) for w in args.widths.split(",")):
+    for width in widths:
+        step_o, step_t = [], []
+        for r in range(args.repeats):
+            step_o.append(step_alone(PY, "step_ours.py", acts, width, args.steps, args.threads))
+            step_t.append(step_alone(str(py), "step_sparsify.py", acts, width, args.steps, args.threads))
+            print(f"width {width} step alone {r + 1}: ours {step_o[-1]:.0f} tok/s, sparsify {step_t[-1]:.0f} tok/s", flush=True)
         ours, theirs = [], []
         for r in range(args.repeats):
             ours.append(run_ours(width, args.tokens, args.threads, OUT / f"ours-{width}"))
@@ -135,7 +191,13 @@ def main() -> None:
             str(OUT / f"theirs-{width}-imported"), "--model", "default", "--overwrite"], capture_output=True)
         o_tps = statistics.median(args.tokens / x["seconds"] for x in ours)
         t_tps = statistics.median(x["tokens"] / x["seconds"] for x in theirs)
-        rows.append({"width": width, "ours_tps": o_tps, "theirs_tps": t_tps, "ratio": o_tps / t_tps,
+        dense = topk_step_dense_flops_per_token(a.d_model, width)
+        so, st = statistics.median(step_o), statistics.median(step_t)
+        rows.append({"width": width, "step_ours_tps": so, "step_theirs_tps": st, "step_ratio": so / st,
+                     "step_ours_frac": so * dense / 1e9 / peak, "step_theirs_frac": st * dense / 1e9 / peak,
+                     "e2e_ours_frac": o_tps * (fwd_flops + dense) / 1e9 / peak,
+                     "e2e_theirs_frac": t_tps * (fwd_flops + dense) / 1e9 / peak,
+                     "ours_tps": o_tps, "theirs_tps": t_tps, "ratio": o_tps / t_tps,
                      "ours_mib": max(x["peak_rss_mib"] for x in ours), "theirs_mib": max(x["peak_rss_mib"] for x in theirs),
                      "ours_fvu": fvu(OUT / f"ours-{width}", args.eval_tokens),
                      "theirs_fvu": fvu(OUT / f"theirs-{width}-imported", args.eval_tokens)})
@@ -147,7 +209,17 @@ def main() -> None:
     for r in rows:
         print(f"{r['width']:>6} {r['ours_tps']:>11.0f} {r['theirs_tps']:>15.0f} {r['ratio']:>5.2f}x {r['ours_mib']:>9.0f} "
               f"{r['theirs_mib']:>13.0f} {r['ours_fvu']:>9.3f} {r['theirs_fvu']:>13.3f}")
-    (OUT / "results.json").write_text(json.dumps(rows, indent=1))
+    print(f"\nDictionary step alone ({args.step_tokens:,} layer-{LAYER} activations in memory, {args.steps} timed steps of "
+          f"{SEQS_PER_STEP * CTX} tokens, median of {args.repeats}); fraction of the fp32 matmul limit ({peak:.1f} GFLOP/s "
+          f"measured above) counting the dense encoder forward; end to end counting the forward through layers "
+          f"0-{LAYER} plus that (our harvest alone: {harvest_tps:.0f} tok/s, {harvest_tps * fwd_flops / 1e9 / peak:.1%})")
+    print(f"{'width':>6} {'ours tok/s':>11} {'sparsify tok/s':>15} {'ratio':>6} {'ours step':>10} {'sparsify step':>14} "
+          f"{'ours e2e':>9} {'sparsify e2e':>13}")
+    for r in rows:
+        print(f"{r['width']:>6} {r['step_ours_tps']:>11.0f} {r['step_theirs_tps']:>15.0f} {r['step_ratio']:>5.2f}x "
+              f"{r['step_ours_frac']:>10.1%} {r['step_theirs_frac']:>14.1%} {r['e2e_ours_frac']:>9.1%} {r['e2e_theirs_frac']:>13.1%}")
+    (OUT / "results.json").write_text(json.dumps({"matmul_gflops": gflops, "limit_gflops": peak,
+                                                  "harvest_tps": harvest_tps, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .sparse import selected_preacts
+
 KINDS = ("transcoder", "skip-transcoder", "sae")
 ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu")
 USES_K = ("topk", "batchtopk")  # sparsity set by k
@@ -168,6 +170,10 @@ class Dictionary(nn.Module):
             self.threshold = None
         # Width of the straight-through window for JumpReLU gradients (training only; set by the trainer).
         self.bandwidth = 1e-3
+        # TopK training: gradients from the k selected pre-activations only (dictionary/sparse.py); False = autograd
+        # through the dense pre-activations (the plain path the tests check the fast one against).
+        self.sparse_grads = True
+        self._pre_buffer: torch.Tensor | None = None
         self.reset_parameters()
 
     # ------------------------------------------------------------------ init
@@ -201,13 +207,35 @@ class Dictionary(nn.Module):
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.W_enc, self.b_enc)
 
+    @torch.no_grad()
+    def _pre_acts_reused(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activations without autograd, written into one buffer kept between training steps: a fresh
+        ``[N, width]`` tensor each step costs a round of page faults as large as a tenth of the matmul. The result
+        is overwritten by the next call."""
+        shape = (x.shape[0], self.width)
+        buf = self._pre_buffer
+        if buf is None or buf.shape != shape or buf.dtype != x.dtype or buf.device != x.device:
+            buf = self._pre_buffer = torch.empty(shape, dtype=x.dtype, device=x.device)
+        return torch.addmm(self.b_enc, x, self.W_enc.T, out=buf)
+
+    def preacts_at(self, x: torch.Tensor, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``pre[n, idx[n, j]]``, differentiable in the encoder weights: through ``pre`` itself if it carries
+        autograd, else through the selected entries only (``pre`` from the TopK training path)."""
+        if pre.requires_grad or not torch.is_grad_enabled():
+            return pre.gather(1, idx)
+        return selected_preacts(x, self.W_enc, self.b_enc, pre, idx)
+
     def encode_sparse(self, x: torch.Tensor, *, training: bool = False) -> Encoded:
         """Codes for ``x: [N, d_in]``. TopK returns only the k active (value, index) pairs.
 
         ``training`` selects BatchTopK's batch-level selection (inference uses its threshold).
         """
-        pre = self.pre_acts(x)
         act = self.cfg.activation
+        if act == "topk" and training and self.sparse_grads and torch.is_grad_enabled():
+            pre = self._pre_acts_reused(x)
+            idx = pre.topk(self.cfg.k, dim=-1, sorted=False).indices
+            return Encoded(None, F.relu(self.preacts_at(x, pre, idx)), idx, pre)
+        pre = self.pre_acts(x)
         if act == "topk":
             vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
             return Encoded(None, F.relu(vals), idx, pre)

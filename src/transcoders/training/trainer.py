@@ -105,7 +105,7 @@ class LayerState:
             loss = loss + l1 * d.l0_penalty(enc)
         dead = self.since_fired >= cfg.dead_tokens
         if cfg.activation in USES_K and cfg.auxk_alpha > 0 and dead.any():
-            loss = loss + cfg.auxk_alpha * self._auxk_loss(enc.pre, err.detach(), dead)
+            loss = loss + cfg.auxk_alpha * self._auxk_loss(x, enc.pre, err.detach(), dead)
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"layer {self.layer}: the loss became {loss.item()} : lower --lr (now {cfg.lr:g})"
@@ -153,12 +153,14 @@ class LayerState:
             self.l0_integral = min(max(self.l0_integral + L0_CONTROLLER_GAIN * err, -20.0), 20.0)
             self.log_l1_mult = self.l0_integral + L0_CONTROLLER_KP * err
 
-    def _auxk_loss(self, pre: torch.Tensor, err: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
+    def _auxk_loss(self, x: torch.Tensor, pre: torch.Tensor, err: torch.Tensor, dead: torch.Tensor) -> torch.Tensor:
         """Reconstruct the residual error from the top dead features (Gao et al. 2024), normalised by its variance."""
         d = self.dictionary
         n_dead = int(dead.sum())
         k_aux = min(d.cfg.d_out // 2, n_dead)
-        vals, idx = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
+        with torch.no_grad():
+            idx = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False).indices
+        vals = d.preacts_at(x, pre, idx)
         err_hat = F.embedding_bag(idx, d.W_dec, per_sample_weights=F.relu(vals), mode="sum")
         scale = min(n_dead / k_aux, 1.0)
         return scale * (err - err_hat).pow(2).sum() / (err - err.mean(0)).pow(2).sum().clamp_min(1e-12)
