@@ -163,6 +163,7 @@ class ActivationSource:
                 yield c, b, {layer: (x[idx], y[idx]) for layer, (x, y) in ch.pairs.items()}
                 if remaining is not None:
                     remaining -= 1
+            ch = perm = None  # let this chunk go before the next is harvested: two at once would double the peak
             c, b0 = c + 1, 0
 
     # ------------------------------------------------------------ cache meta
