@@ -9,6 +9,11 @@ stopped at by re-harvesting (or re-reading) one chunk.
 
 With ``cache_dir`` each harvested chunk is also written to disk (float16 by default),
 so several dictionaries (other widths, kinds, λ) can train from one model pass.
+
+Under torchrun (``group``), each rank harvests its share of a chunk's contexts and the
+shares are gathered back in context order, so chunks and batches are the same as in one
+process (see ``training/distributed.py``); ``owners`` sends a layer's activations to one
+rank only (``--distribute-layers``).
 """
 
 from __future__ import annotations
@@ -66,7 +71,11 @@ class ActivationSource:
         cache_dir: str | Path | None = None,
         cache_dtype: torch.dtype = torch.float16,
         special_ids: set[int] | None = None,
+        group=None,
+        owners: dict[int, int] | None = None,
     ):
+        from ..training.distributed import Group
+
         self.lm = lm
         self.contexts = contexts
         self.layers = sorted(layers)
@@ -77,6 +86,11 @@ class ActivationSource:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.cache_dtype = cache_dtype
         self.n_chunks = len(contexts) // self.chunk_contexts
+        self.group = group or Group()
+        self.owners = owners  # layer -> the rank that trains it; None: every rank gets every layer
+        if self.group.distributed and self.cache_dir is not None:
+            raise CheckpointError("--cache-activations does not work under torchrun yet: drop it (each rank harvests "
+                                  "its share of every chunk, so the model pass is already divided)")
         # Called as ``on_harvest(contexts done, contexts in the chunk)`` after each forward batch of a
         # harvest, so a progress display can show the model pass between training steps.
         self.on_harvest: Callable[[int, int], None] | None = None
@@ -89,8 +103,26 @@ class ActivationSource:
         i = c % self.n_chunks
         return self.contexts.tokens[i * self.chunk_contexts : (i + 1) * self.chunk_contexts]
 
+    @property
+    def held_layers(self) -> list[int]:
+        """The layers whose activations this rank receives."""
+        return [l for l in self.layers if self.owners is None or self.owners[l] == self.group.rank]
+
     def harvest(self, tokens: torch.Tensor, layers: list[int] | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """One stopped-early pass over ``tokens: [n_ctx, ctx_len]``; BOS/special positions dropped."""
+        """One stopped-early pass over ``tokens: [n_ctx, ctx_len]``; BOS/special positions dropped. Under torchrun,
+        each rank runs the model on its share of the contexts and receives the rows of the layers it holds."""
+        if not self.group.distributed:
+            return self._harvest(tokens, layers)
+        pairs = self._harvest(tokens[self.group.share(tokens.shape[0])], layers)
+        out = {}
+        for layer, (x, y) in pairs.items():
+            dst = None if self.owners is None else self.owners[layer]
+            x, y = self.group.gather_rows(x, dst), self.group.gather_rows(y, dst)
+            if x is not None:
+                out[layer] = (x, y)
+        return out
+
+    def _harvest(self, tokens: torch.Tensor, layers: list[int] | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         from ..models import capture
 
         layers = layers or self.layers
@@ -106,6 +138,9 @@ class ActivationSource:
                     outs[n].append(acts[n][mask].float())
                 if self.on_harvest is not None:
                     self.on_harvest(min(s + self.forward_batch, tokens.shape[0]), tokens.shape[0])
+        if tokens.shape[0] == 0:  # a rank whose share of a (partial) chunk is empty
+            empty = torch.zeros(0, self.lm.adapter.d_model)
+            return {layer: (empty, empty.clone()) for layer in layers}
         return {layer: (torch.cat(outs[hook_names(layer)[0]]), torch.cat(outs[hook_names(layer)[1]])) for layer in layers}
 
     def chunk(self, c: int, tokens_needed: int | None = None) -> Chunk:

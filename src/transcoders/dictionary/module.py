@@ -232,7 +232,9 @@ class Dictionary(nn.Module):
         """
         act = self.cfg.activation
         if act == "topk" and training and self.sparse_grads and torch.is_grad_enabled():
-            pre = self._pre_acts_reused(x)
+            # under autocast (GPU bf16) the matmul must be autocast's own, not one into a float32 buffer
+            with torch.no_grad():
+                pre = self.pre_acts(x) if torch.is_autocast_enabled(x.device.type) else self._pre_acts_reused(x)
             idx = pre.topk(self.cfg.k, dim=-1, sorted=False).indices
             return Encoded(None, F.relu(self.preacts_at(x, pre, idx)), idx, pre)
         pre = self.pre_acts(x)

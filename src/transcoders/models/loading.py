@@ -73,31 +73,33 @@ def load_model(name: str = "default", *, dtype: torch.dtype = torch.float32, dev
     if name == "default":
         folder = _default_model_dir()
         try:
-            model, tokenizer = _load_pretrained(str(folder), DEFAULT_CACHE_NAME, dtype, local=True)
+            model, tokenizer = _load_pretrained(str(folder), DEFAULT_CACHE_NAME, dtype, device, local=True)
         except ModelError as err:  # a damaged cache: converting again fixes it
             raise ModelError(f"{err}; or delete {folder} to convert the default model again") from err
     elif Path(name).expanduser().is_dir():
         folder = Path(name).expanduser().resolve()
         name = str(folder)
-        model, tokenizer = _load_pretrained(name, name, dtype, local=True)
+        model, tokenizer = _load_pretrained(name, name, dtype, device, local=True)
     elif name.startswith(("/", "./", "../", "~")):
         raise ModelError(f"model folder {name!r} does not exist: check the path, or pass a Hugging Face id")
     else:
-        model, tokenizer = _load_pretrained(name, name, dtype, local=False)
-    model.to(device)
+        model, tokenizer = _load_pretrained(name, name, dtype, device, local=False)
+    model.to(device)  # a no-op where the weights were loaded onto the device
     return LoadedModel.from_hf(model, tokenizer, name=name)
 
 
-def _load_pretrained(source: str, label: str, dtype: torch.dtype, *, local: bool):
+def _load_pretrained(source: str, label: str, dtype: torch.dtype, device: str = "cpu", *, local: bool):
     """Config first (fast, and it lets us refuse an unsupported family before reading any weights), then the
-    weights and the tokenizer."""
+    weights and the tokenizer. The weights stream straight to ``device`` in ``dtype`` (a ``device_map``), so an
+    8B model in bfloat16 needs 16 GB on the GPU, not a float32 copy in host memory first."""
     try:
         config = AutoConfig.from_pretrained(source)
     except Exception as err:  # OSError (not found / offline), ValueError (bad id or config), ...
         raise ModelError(_not_found_message(label, err, local)) from err
     adapter_class(config.model_type)  # ModelError naming the model_type and the supported families
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype)
+        placement = {} if str(device) == "cpu" else {"device_map": {"": str(device)}}
+        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **placement)
     except Exception as err:
         raise ModelError(_not_found_message(label, err, local)) from err
     return model, _load_tokenizer(source, local)

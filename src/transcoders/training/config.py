@@ -39,13 +39,22 @@ class TrainConfig:
     forward_batch: int = opt(32, "contexts per model forward when harvesting")
     cache_activations: str = opt("", "folder for an on-disk activation cache (float16) shared by runs with the same model/corpus/layers")
     checkpoint_every: int = opt(200, "steps between atomic checkpoints")
+    distribute_layers: bool = opt(False, "under torchrun: put each layer's dictionary on one rank (round robin) and train it on whole batches, instead of data parallelism (every rank every layer, a slice of each batch)")
     seed: int = opt(0, "random seed (init and data order)")
     threads: int = opt(0, "CPU threads for torch (0: torch's default)")
     device: str = opt("cpu", "torch device")
-    dtype: str = opt("float32", "compute dtype of the model and the dictionary (float32 on CPU; bfloat16 is much slower there)", choices=("float32", "bfloat16", "float16"))
+    dtype: str = opt("auto", "compute dtype: auto = float32 on CPU (bfloat16 is much slower there), bfloat16 on GPU. The model runs in it; the dictionary keeps float32 weights and Adam state, and on GPU runs its step under autocast to this dtype", choices=("auto", "float32", "bfloat16", "float16"))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def torch_dtype(self, device: str):
+        """The compute dtype on ``device`` (``auto``: float32 on CPU, bfloat16 elsewhere)."""
+        import torch
+
+        if self.dtype == "auto":
+            return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
+        return getattr(torch, self.dtype)
 
     @property
     def sparsity_coefficient(self) -> float:

@@ -25,9 +25,10 @@ from tqdm.auto import tqdm
 from ..data.activations import ActivationSource, hook_names
 from ..dictionary import Dictionary, DictionaryConfig, save_dictionary
 from ..dictionary.module import USES_K, USES_PENALTY
-from ..errors import CheckpointError, RunExistsError, TrainingDivergedError
+from ..errors import CheckpointError, RunExistsError, TrainingDivergedError, TranscodersError
 from ..paths import atomic_write_bytes, atomic_write_json
 from .config import TrainConfig, parse_layers
+from .distributed import Group
 
 TRAIN_CONFIG_FILE = "train_config.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -88,13 +89,16 @@ class LayerState:
     log_l1_mult: float = 0.0  # the --target-l0 controller's output: λ = scheduled λ · exp(log_l1_mult)
     l0_integral: float = 0.0  # ... its integral state
     l0_start: float = 0.0  # ... and the L0 it started from (the setpoint glides from there to the target)
+    group: Group = field(default_factory=Group)  # data parallel: the ranks that share this layer's batches
+    autocast: torch.dtype | None = None  # GPU, --dtype bfloat16/float16: the step's forward under autocast
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float, l1: float, cfg: TrainConfig) -> dict[str, float]:
         d = self.dictionary
         x = x * self.in_scale
         y = y * self.out_scale
-        y_hat, enc = d.forward_sparse(x, training=True)
-        err = y - y_hat
+        with torch.autocast(x.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
+            y_hat, enc = d.forward_sparse(x, training=True)
+        err = y - y_hat.float()
         mse = err.pow(2).sum(-1).mean()
         loss = mse
         stats = {}
@@ -106,6 +110,7 @@ class LayerState:
         dead = self.since_fired >= cfg.dead_tokens
         if cfg.activation in USES_K and cfg.auxk_alpha > 0 and dead.any():
             loss = loss + cfg.auxk_alpha * self._auxk_loss(x, enc.pre, err.detach(), dead)
+        g = self.group
         if not torch.isfinite(loss):
             raise TrainingDivergedError(
                 f"layer {self.layer}: the loss became {loss.item()} : lower --lr (now {cfg.lr:g})"
@@ -116,6 +121,9 @@ class LayerState:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
         loss.backward()
+        # Each rank's loss is a mean over its rows (or carries the global normaliser), so the mean of the ranks'
+        # gradients is the gradient of the global batch's loss.
+        g.average_([p.grad for p in d.parameters() if p.grad is not None])
         self.optimizer.step()
         if cfg.activation == "jumprelu":
             with torch.no_grad():
@@ -123,13 +131,18 @@ class LayerState:
         with torch.no_grad():
             if cfg.activation == "batchtopk":
                 d.update_batchtopk_threshold(enc)
-            self.since_fired += x.shape[0]
-            self.since_fired[enc.fired(d.width)] = 0
-            total_var = (y - y.mean(0)).pow(2).sum()
+                g.average_([d.threshold])
+            self.since_fired += x.shape[0] * g.world
+            self.since_fired[g.any_(enc.fired(d.width))] = 0
+            # FVU over the global batch: Σ err² / (Σ y² − (Σ y)² / n), the sums taken over all ranks
+            sums = g.sum(torch.cat([err.pow(2).sum().reshape(1), y.pow(2).sum().reshape(1), y.sum(0),
+                                    torch.tensor([float(x.shape[0]), loss.item(), enc.l0().float().sum().item()], device=x.device)]))
+            n = sums[-3]
+            total_var = sums[1] - sums[2:-3].pow(2).sum() / n
             stats = {
-                "loss": loss.item(),
-                "fvu": (err.pow(2).sum() / total_var).item(),
-                "l0": enc.l0().float().mean().item(),
+                "loss": (sums[-2] / g.world).item(),
+                "fvu": (sums[0] / total_var).item(),
+                "l0": (sums[-1] / n).item(),
                 "dead": dead.float().mean().item(),
             }
             if cfg.activation in USES_PENALTY:
@@ -163,17 +176,32 @@ class LayerState:
         vals = d.preacts_at(x, pre, idx)
         err_hat = F.embedding_bag(idx, d.W_dec, per_sample_weights=F.relu(vals), mode="sum")
         scale = min(n_dead / k_aux, 1.0)
-        return scale * (err - err_hat).pow(2).sum() / (err - err.mean(0)).pow(2).sum().clamp_min(1e-12)
+        # normalised by the error's variance over the global batch; × world, as the ranks' gradients are averaged
+        g = self.group
+        s = g.sum(torch.cat([err.pow(2).sum().reshape(1), err.sum(0), torch.tensor([float(err.shape[0])], device=err.device)]))
+        var = (s[0] - s[1:-1].pow(2).sum() / s[-1]).clamp_min(1e-12)
+        return scale * g.world * (err - err_hat).pow(2).sum() / var
 
 
 # ------------------------------------------------------------------ the trainer
 class Trainer:
-    def __init__(self, cfg: TrainConfig, lm, source: ActivationSource, layers: list[int], out: Path):
+    """Trains ``layers`` from one activation stream. Under torchrun (``group``) this rank trains ``owned``: every
+    layer on its slice of each batch (data parallel), or whole batches of its own layers (``--distribute-layers``)."""
+
+    def __init__(self, cfg: TrainConfig, lm, source: ActivationSource, layers: list[int], out: Path,
+                 group: Group | None = None, device: str | None = None):
         self.cfg = cfg
         self.lm = lm
         self.source = source
         self.layers = layers
         self.out = out
+        self.group = group or Group()
+        self.device = device or cfg.device
+        self.owners = layer_owners(layers, self.group.world) if cfg.distribute_layers and self.group.distributed else None
+        self.owned = [l for l in layers if self.owners is None or self.owners[l] == self.group.rank]
+        data_parallel = self.group.distributed and self.owners is None
+        self.part = self.group.share(cfg.batch_size) if data_parallel else slice(None)  # rows of each batch
+        self.batch_group = self.group if data_parallel else Group()  # who averages gradients with whom
         self.total_steps = max(1, cfg.tokens // cfg.batch_size)
         self.step = 0
         self.chunk = 0
@@ -200,11 +228,15 @@ class Trainer:
     def _new_state(self, layer: int) -> LayerState:
         dcfg = self.dictionary_config(layer)
         g = torch.Generator().manual_seed(self.cfg.seed * 1000 + layer)
-        d = Dictionary(dcfg, device=self.cfg.device)
+        d = Dictionary(dcfg)
         d.reset_parameters(generator=g)
+        d.to(self.device)
         d.bandwidth = self.cfg.jumprelu_bandwidth
         opt = make_adam(d, self.cfg.lr)
-        return LayerState(layer, d, opt, since_fired=torch.zeros(dcfg.width, dtype=torch.long))
+        dtype = self.cfg.torch_dtype(self.device)
+        return LayerState(layer, d, opt, since_fired=torch.zeros(dcfg.width, dtype=torch.long, device=self.device),
+                          group=self.batch_group,
+                          autocast=dtype if dtype != torch.float32 and not str(self.device).startswith("cpu") else None)
 
     @torch.no_grad()
     def _init_from_data(self, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -224,21 +256,45 @@ class Trainer:
                 d.threshold.copy_(pre.quantile(1 - frac, dim=0).clamp_min(0))
 
     # --------------------------------------------------------------- checkpoint
-    def save_checkpoint(self) -> None:
+    def _layer_states(self) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+        """This rank's layers as checkpoint tensors (on the CPU) and their JSON state."""
         tensors: dict[str, torch.Tensor] = {}
-        meta = {"step": self.step, "chunk": self.chunk, "batch": self.batch, "layers": {}}
+        layers = {}
         for layer, st in self.states.items():
             for k, v in st.dictionary.state_dict().items():
                 tensors[f"{layer}/dict/{k}"] = v.detach().cpu().contiguous()
             for i, (name, p) in enumerate(st.dictionary.named_parameters()):
                 s = st.optimizer.state.get(p)
                 if s:
-                    tensors[f"{layer}/adam/{name}/exp_avg"] = s["exp_avg"].contiguous()
-                    tensors[f"{layer}/adam/{name}/exp_avg_sq"] = s["exp_avg_sq"].contiguous()
-                    tensors[f"{layer}/adam/{name}/step"] = torch.as_tensor(s["step"]).reshape(1).float()
-            tensors[f"{layer}/since_fired"] = st.since_fired.clone()
-            meta["layers"][str(layer)] = {"in_scale": st.in_scale, "out_scale": st.out_scale, "log_l1_mult": st.log_l1_mult,
-                                          "l0_integral": st.l0_integral, "l0_start": st.l0_start}
+                    tensors[f"{layer}/adam/{name}/exp_avg"] = s["exp_avg"].cpu().contiguous()
+                    tensors[f"{layer}/adam/{name}/exp_avg_sq"] = s["exp_avg_sq"].cpu().contiguous()
+                    tensors[f"{layer}/adam/{name}/step"] = torch.as_tensor(s["step"]).cpu().reshape(1).float()
+            tensors[f"{layer}/since_fired"] = st.since_fired.cpu().clone()
+            layers[str(layer)] = {"in_scale": st.in_scale, "out_scale": st.out_scale, "log_l1_mult": st.log_l1_mult,
+                                  "l0_integral": st.l0_integral, "l0_start": st.l0_start}
+        return tensors, layers
+
+    def _gathered_states(self) -> tuple[dict[str, torch.Tensor], dict[str, dict]] | None:
+        """Every layer's checkpoint state, on rank 0 (None on the others). Data-parallel ranks hold the same
+        states, so only rank 0's are used; with --distribute-layers each rank sends its own layers."""
+        if self.owners is None:
+            return self._layer_states() if self.group.main else None
+        parts = self.group.gather_objects(self._layer_states())
+        if parts is None:
+            return None
+        tensors, layers = {}, {}
+        for t, l in parts:
+            tensors.update(t)
+            layers.update(l)
+        return tensors, layers
+
+    def save_checkpoint(self, gathered=None) -> None:
+        """Written once, by rank 0, atomically: every layer and the global data position."""
+        gathered = gathered or self._gathered_states()
+        if gathered is None:
+            return
+        tensors, layers = gathered
+        meta = {"step": self.step, "chunk": self.chunk, "batch": self.batch, "layers": layers}
         atomic_write_bytes(self.out / CHECKPOINT_FILE, save(tensors, metadata={"state": json.dumps(meta)}))
 
     def load_checkpoint(self) -> bool:
@@ -264,10 +320,10 @@ class Trainer:
                 if f"{key}/exp_avg" in tensors:
                     st.optimizer.state[p] = {
                         "step": tensors[f"{key}/step"].reshape(()).clone(),
-                        "exp_avg": tensors[f"{key}/exp_avg"],
-                        "exp_avg_sq": tensors[f"{key}/exp_avg_sq"],
+                        "exp_avg": tensors[f"{key}/exp_avg"].to(p.device),
+                        "exp_avg_sq": tensors[f"{key}/exp_avg_sq"].to(p.device),
                     }
-            st.since_fired = tensors[f"{layer}/since_fired"].clone()
+            st.since_fired = tensors[f"{layer}/since_fired"].to(self.device).clone()
             st.in_scale = meta["layers"][str(layer)]["in_scale"]
             st.out_scale = meta["layers"][str(layer)]["out_scale"]
             for key in ("log_l1_mult", "l0_integral", "l0_start"):
@@ -276,10 +332,13 @@ class Trainer:
 
     # --------------------------------------------------------------------- run
     def run(self, progress: bool = True) -> list[Path]:
-        for layer in self.layers:
+        for layer in self.owned:
             self.states[layer] = self._new_state(layer)
         resumed = self.load_checkpoint()
+        progress = progress and self.group.main
         desc = f"train L{layer_ranges(self.layers)}"
+        if self.group.distributed:
+            desc += f" ({self.group.world} ranks{', layers distributed' if self.owners else ''})"
         bar = tqdm(total=self.total_steps * self.cfg.batch_size, initial=self.step * self.cfg.batch_size,
                    unit="tok", unit_scale=True, disable=not progress, desc=desc, dynamic_ncols=True, mininterval=1.0)
         self.source.on_harvest = _harvest_reporter(bar, desc) if progress else None
@@ -288,7 +347,7 @@ class Trainer:
             c, b, first = next(batches)
             self._init_from_data(first)
             batches = _chain_first((c, b, first), batches)
-        log = open(self.out / LOG_FILE, "a")
+        log = open(self.out / LOG_FILE, "a") if self.group.main else None
         t_last = time.time()
         try:
             while self.step < self.total_steps:
@@ -298,7 +357,7 @@ class Trainer:
                 stats = {}
                 for layer, st in self.states.items():
                     x, y = st.dictionary.cfg.pick(*pairs[layer])
-                    stats[layer] = st.step(x, y, lr, l1, self.cfg)
+                    stats[layer] = st.step(x[self.part], y[self.part], lr, l1, self.cfg)
                     if self.step >= int(self.cfg.l1_warmup * self.total_steps):
                         st.steer_l1(stats[layer]["l0"], self.cfg, self.step / self.total_steps)
                 self.step += 1
@@ -309,31 +368,37 @@ class Trainer:
                     mean = {k: sum(s[k] for s in stats.values()) / len(stats) for k in ("l0", "fvu", "dead")}
                     bar.set_postfix(L0=f"{mean['l0']:.1f}", FVU=f"{mean['fvu']:.3f}", dead=f"{mean['dead']:.1%}", refresh=False)
                 if self.step % 50 == 0 or self.step == self.total_steps:
+                    if self.owners is not None:  # every rank's layers, in the one log rank 0 writes
+                        parts = self.group.gather_objects(stats)
+                        stats = {k: v for p in parts for k, v in p.items()} if parts else stats
                     now = time.time()
-                    log.write(json.dumps({"step": self.step, "lr": lr, "l1": l1, "sec": round(now - t_last, 3),
-                                          "layers": {str(k): v for k, v in stats.items()}}) + "\n")
-                    log.flush()
+                    if log is not None:
+                        log.write(json.dumps({"step": self.step, "lr": lr, "l1": l1, "sec": round(now - t_last, 3),
+                                              "layers": {str(k): stats[k] for k in sorted(stats)}}) + "\n")
+                        log.flush()
                     t_last = now
                 if self.step % self.cfg.checkpoint_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
         finally:
             bar.close()
-            log.close()
+            if log is not None:
+                log.close()
         return self.finish()
 
     def finish(self) -> list[Path]:
-        """Fold the normalisation into the weights and write each run folder's config + weights."""
-        self.save_checkpoint()  # so a kill during the final writes still resumes to the same result
-        dirs = []
-        for layer, st in self.states.items():
-            d = Dictionary(st.dictionary.cfg, device="cpu")
-            d.load_state_dict(st.dictionary.state_dict())
-            d.fold_scales(st.in_scale, st.out_scale)
-            rd = self.run_dir(layer)
-            save_dictionary(d, rd)
-            dirs.append(rd)
-        (self.out / CHECKPOINT_FILE).unlink(missing_ok=True)
-        return dirs
+        """Fold the normalisation into the weights and write each run folder's config + weights (rank 0)."""
+        gathered = self._gathered_states()
+        if gathered is not None:
+            self.save_checkpoint(gathered)  # so a kill during the final writes still resumes to the same result
+            tensors, layers = gathered
+            for layer in self.layers:
+                d = Dictionary(self.dictionary_config(layer), device="cpu")
+                d.load_state_dict({k.split("/", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{layer}/dict/")})
+                d.fold_scales(layers[str(layer)]["in_scale"], layers[str(layer)]["out_scale"])
+                save_dictionary(d, self.run_dir(layer))
+            (self.out / CHECKPOINT_FILE).unlink(missing_ok=True)
+        self.group.barrier()
+        return [self.run_dir(layer) for layer in self.layers]
 
 
 CHUNK_BUDGET = 6 << 30  # bytes of float32 (input, target) pairs held per shuffle buffer
@@ -343,6 +408,11 @@ def chunk_tokens(cfg: TrainConfig, n_layers: int, d_model: int) -> int:
     """Tokens per shuffle buffer: ``--chunk-tokens``, capped so that every layer's pairs fit ``CHUNK_BUDGET`` (a
     30-layer set at the default 131k tokens would need 18 GB). A pure function of the settings, so resume agrees."""
     return max(cfg.ctx_len, min(cfg.chunk_tokens, CHUNK_BUDGET // (n_layers * 2 * d_model * 4)))
+
+
+def layer_owners(layers: list[int], world: int) -> dict[int, int]:
+    """--distribute-layers: layer -> rank, round robin (neighbouring layers, of similar cost, on different ranks)."""
+    return {layer: i % world for i, layer in enumerate(layers)}
 
 
 def read_checkpoint_state(path: Path) -> dict:
@@ -412,17 +482,21 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    group, device = Group.from_env(cfg.device)  # torchrun: this rank's place; else one process
+    progress = progress and group.main
+    if group.distributed:
+        _check_distributed(cfg, group)  # before anything is written
     out = Path(cfg.out)
     if resume:
         if not (out / CHECKPOINT_FILE).exists() and _finished_dirs(out):
-            print(f"{out} is already finished; nothing to resume")
+            if group.main:
+                print(f"{out} is already finished; nothing to resume")
             return _finished_dirs(out)
         if (out / CHECKPOINT_FILE).exists():
             read_checkpoint_state(out / CHECKPOINT_FILE)  # fail before loading the model and the corpus
     else:
-        out = prepare_out(cfg, overwrite=overwrite)
-    dtype = getattr(torch, cfg.dtype)
-    lm = lm or load_model(cfg.model, dtype=dtype, device=cfg.device)
+        out = _on_main(group, lambda: prepare_out(cfg, overwrite=overwrite))
+    lm = lm or load_model(cfg.model, dtype=cfg.torch_dtype(device), device=device)
     layers = parse_layers(cfg.layers, lm.adapter.n_layers)
     for layer in layers:
         lm.adapter.check_layer(layer)
@@ -430,19 +504,54 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
         from ..errors import ModelError
 
         raise ModelError(f"model {cfg.model!r} has no tokenizer: add tokenizer files to the folder")
+    if group.distributed and cfg.distribute_layers and group.world > len(layers):
+        raise TranscodersError(f"--distribute-layers puts each layer on one rank, but there are {len(layers)} "
+                               f"layer(s) for {group.world} ranks: train more layers or start fewer processes")
     n_ctx = math.ceil(cfg.tokens * 1.1 / cfg.ctx_len) + 8
     if progress:
         print(f"transcoders: reading corpus {cfg.corpus!r} into {n_ctx:,} contexts of {cfg.ctx_len} tokens...", file=sys.stderr)
-    contexts = load_split(cfg.corpus, lm.tokenizer, "train", ctx_len=cfg.ctx_len, max_tokens=n_ctx * cfg.ctx_len,
-                          text_column=cfg.text_column, seed=cfg.seed)
+    contexts = _on_main(group, lambda: load_split(cfg.corpus, lm.tokenizer, "train", ctx_len=cfg.ctx_len,
+                                                  max_tokens=n_ctx * cfg.ctx_len, text_column=cfg.text_column,
+                                                  seed=cfg.seed), then_all=True)
     chunk = chunk_tokens(cfg, len(layers), lm.adapter.d_model)
     if chunk < cfg.chunk_tokens and progress:
         print(f"transcoders: {len(layers)} layers: shuffle buffer of {chunk:,} tokens (not {cfg.chunk_tokens:,}) "
               f"to keep it under {CHUNK_BUDGET >> 30} GiB", file=sys.stderr)
-    source = ActivationSource(lm, contexts, layers, chunk_contexts=max(1, chunk // cfg.ctx_len),
-                              forward_batch=cfg.forward_batch, seed=cfg.seed, cache_dir=cfg.cache_activations or None)
-    trainer = Trainer(cfg, lm, source, layers, out)
+    trainer = Trainer(cfg, lm, None, layers, out, group=group, device=device)
+    trainer.source = ActivationSource(lm, contexts, layers, chunk_contexts=max(1, chunk // cfg.ctx_len),
+                                      forward_batch=cfg.forward_batch, seed=cfg.seed,
+                                      cache_dir=cfg.cache_activations or None, group=group, owners=trainer.owners)
     return trainer.run(progress=progress)
+
+
+def _on_main(group: Group, fn, then_all: bool = False):
+    """``fn()`` on rank 0 first (creating folders, filling caches), its error re-raised on every rank so that none
+    waits forever; with ``then_all`` the other ranks then call ``fn`` themselves (reading what rank 0 made)."""
+    if not group.distributed:
+        return fn()
+    result, err = None, None
+    if group.main:
+        try:
+            result = fn()
+        except TranscodersError as e:
+            err = e
+    message = group.broadcast_object(None if err is None else str(err))
+    if err is not None:
+        raise err
+    if message is not None:
+        raise TranscodersError(f"{message} (rank 0)")
+    if then_all:
+        return result if group.main else fn()
+    return group.broadcast_object(result)
+
+
+def _check_distributed(cfg: TrainConfig, group: Group) -> None:
+    if cfg.cache_activations:
+        raise TranscodersError("--cache-activations does not work under torchrun yet: drop it (each rank harvests its "
+                               "share of every chunk, so the model pass is already divided between the ranks)")
+    if not cfg.distribute_layers and cfg.batch_size % group.world:
+        raise TranscodersError(f"--batch-size {cfg.batch_size} does not split evenly over {group.world} ranks: use a "
+                               f"multiple of {group.world} (it is the global batch; each rank takes an equal slice)")
 
 
 def _finished_dirs(out: Path) -> list[Path]:

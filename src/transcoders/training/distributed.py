@@ -1,0 +1,154 @@
+"""Training over several processes with PyTorch's own distribution layer (launched by ``torchrun``).
+
+    torchrun --nproc-per-node 2 -m transcoders train ...                      # data parallel
+    torchrun --nproc-per-node 2 -m transcoders train --layers all --distribute-layers ...
+
+The data order is the single-process one whatever the number of processes: a chunk's
+contexts are split between the ranks, each rank harvests its share (the model pass is
+the cost, so it is divided), the shares are gathered back in context order, and batch
+``b`` of chunk ``c`` is the same set of tokens as in a one-process run.
+
+* **Data parallel** (default): every rank holds every layer's dictionary and trains on
+  its ``1/world`` slice of each global batch (``--batch-size`` stays the global batch);
+  gradients are averaged, so the weights match a one-process run with the same
+  ``--batch-size``, up to floating-point summation order.
+* **--distribute-layers**: each layer's dictionary lives on one rank (round robin) and
+  trains on the whole global batch; a layer's harvested activations are gathered to its
+  owner only.
+
+Checkpoints hold every layer and the global data position, written by rank 0 only, so a
+run resumes on any number of processes. ``Group()`` (one process) makes every method a
+no-op, which is how the single-process trainer runs through the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Group:
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls, device: str = "cpu") -> tuple["Group", str]:
+        """The group torchrun describes in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_*``),
+        and the device this rank uses (``cuda`` becomes ``cuda:LOCAL_RANK``). One process: ``Group()``."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(), device
+        import torch.distributed as dist
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        backend = "gloo"
+        if device.startswith("cuda"):
+            device = f"cuda:{local}" if device == "cuda" else device
+            torch.cuda.set_device(device)
+            backend = "nccl"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        return cls(dist.get_rank(), dist.get_world_size()), device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    def share(self, n: int, rank: int | None = None) -> slice:
+        """This rank's contiguous share of ``n`` items (the first ``n % world`` ranks get one more)."""
+        r = self.rank if rank is None else rank
+        base, extra = divmod(n, self.world)
+        start = r * base + min(r, extra)
+        return slice(start, start + base + (1 if r < extra else 0))
+
+    # ------------------------------------------------------------ collectives
+    def gather_rows(self, t: torch.Tensor, dst: int | None = None) -> torch.Tensor | None:
+        """Every rank's rows of ``t`` concatenated in rank order (row counts may differ): on all ranks, or only on
+        ``dst`` (the others get None)."""
+        if not self.distributed:
+            return t
+        import torch.distributed as dist
+
+        n = torch.tensor([t.shape[0]], device=t.device)
+        counts = [torch.zeros_like(n) for _ in range(self.world)]
+        dist.all_gather(counts, n)
+        counts = [int(c) for c in counts]
+        padded = t.new_zeros((max(counts), *t.shape[1:]))
+        padded[: t.shape[0]] = t
+        if dst is None:
+            parts = [torch.empty_like(padded) for _ in range(self.world)]
+            dist.all_gather(parts, padded)
+        else:
+            parts = [torch.empty_like(padded) for _ in range(self.world)] if self.rank == dst else None
+            dist.gather(padded, parts, dst=dst)
+            if self.rank != dst:
+                return None
+        return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+    def average_(self, tensors: list[torch.Tensor]) -> None:
+        """All-reduce the mean, in place (one flat buffer per dtype and device: one message, not one per tensor)."""
+        if not self.distributed or not tensors:
+            return
+        import torch.distributed as dist
+
+        groups: dict[tuple, list[torch.Tensor]] = {}
+        for t in tensors:
+            groups.setdefault((t.dtype, t.device), []).append(t)
+        for ts in groups.values():
+            flat = torch.cat([t.reshape(-1) for t in ts])
+            dist.all_reduce(flat)
+            flat /= self.world
+            for t, part in zip(ts, flat.split([t.numel() for t in ts])):
+                t.copy_(part.view_as(t))
+
+    def any_(self, mask: torch.Tensor) -> torch.Tensor:
+        """Element-wise logical OR of a bool tensor over ranks."""
+        if not self.distributed:
+            return mask
+        import torch.distributed as dist
+
+        m = mask.to(torch.uint8)
+        dist.all_reduce(m, op=dist.ReduceOp.MAX)
+        return m.bool()
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """All-reduce sum (a new tensor)."""
+        if not self.distributed:
+            return t
+        import torch.distributed as dist
+
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    def broadcast_object(self, obj, src: int = 0):
+        if not self.distributed:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=src)
+        return box[0]
+
+    def gather_objects(self, obj, dst: int = 0) -> list | None:
+        """Every rank's ``obj`` (picklable; move tensors to the CPU first) in rank order on ``dst``, else None."""
+        if not self.distributed:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world if self.rank == dst else None
+        dist.gather_object(obj, out, dst=dst)
+        return out
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
