@@ -98,3 +98,26 @@ def test_pre_buffer_is_reused_and_inference_does_not_touch_it():
         dic.forward_sparse(torch.randn(7, 12), training=True)  # no autograd: the plain path
     assert dic._pre_buffer.shape == (20, 96)
     assert "_pre_buffer" not in dic.state_dict()
+
+
+def test_autocast_step_runs_the_sparse_path_in_low_precision_and_tracks_float32():
+    """The GPU bf16 path (autocast) exercised on the CPU: the step's matmuls run in bfloat16, the weights and Adam
+    state stay float32, and the result follows the float32 step closely."""
+    torch.manual_seed(1)
+    d, width = 32, 256
+    cfg = TrainConfig(activation="topk", k=8, width=width, tokens=10_000, batch_size=128)
+    base = make(width=width, d=d, k=8, dtype=torch.float32)
+    runs = {}
+    x, y = torch.randn(128, d), torch.randn(128, d)
+    for autocast in (None, torch.bfloat16):
+        dic = copy.deepcopy(base)
+        st = LayerState(6, dic, make_adam(dic, 1e-3), since_fired=torch.zeros(width, dtype=torch.long), autocast=autocast)
+        runs[autocast] = (st.step(x, y, 1e-3, 0.0, cfg), dic)
+    (s32, d32), (s16, d16) = runs[None], runs[torch.bfloat16]
+    assert d16.W_enc.dtype == torch.float32 and d16.W_enc.grad.dtype == torch.float32
+    assert d16._pre_buffer is None  # under autocast the matmul is autocast's own (bf16), not the float32 buffer
+    assert s16["loss"] == pytest.approx(s32["loss"], rel=0.05)
+    for name in ("W_enc", "b_enc", "W_dec"):  # the gradients point the same way
+        g16, g32 = getattr(d16, name).grad.flatten(), getattr(d32, name).grad.flatten()
+        assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.98, name
+    assert not torch.equal(d16.W_enc, base.W_enc)

@@ -287,7 +287,9 @@ class Dictionary(nn.Module):
         """Decoder output without skip term, ``[N, d_out]``. TopK touches only k decoder rows."""
         if enc.dense is not None:
             return enc.dense @ self.W_dec + self.b_dec
-        return F.embedding_bag(enc.indices, self.W_dec, per_sample_weights=enc.values, mode="sum") + self.b_dec
+        # (values are bfloat16 under autocast; the embedding bag wants the decoder's dtype)
+        vals = enc.values.to(self.W_dec.dtype)
+        return F.embedding_bag(enc.indices, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
 
     def decode(self, z: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         """ŷ from dense codes ``z: [..., width]`` (and ``x`` for the skip term)."""

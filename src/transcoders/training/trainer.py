@@ -174,7 +174,7 @@ class LayerState:
         with torch.no_grad():
             idx = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False).indices
         vals = d.preacts_at(x, pre, idx)
-        err_hat = F.embedding_bag(idx, d.W_dec, per_sample_weights=F.relu(vals), mode="sum")
+        err_hat = F.embedding_bag(idx, d.W_dec, per_sample_weights=F.relu(vals).to(d.W_dec.dtype), mode="sum")
         scale = min(n_dead / k_aux, 1.0)
         # normalised by the error's variance over the global batch; × world, as the ranks' gradients are averaged
         g = self.group
