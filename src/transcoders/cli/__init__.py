@@ -21,7 +21,8 @@ EPILOG = textwrap.dedent(
       transcoders train                                # 8x TopK transcoder on layer 6 of the default model, 2M tokens
       transcoders train --layers 6 --activation relu --l1 0.1 --out runs/relu6
       transcoders train --layers all --tokens 1000000 --out runs/set   # one transcoder per layer, one model pass
-      transcoders train --resume runs/transcoder       # continue an interrupted run
+      transcoders train --resume runs/transcoder       # continue an interrupted run (on any number of processes)
+      torchrun --nproc-per-node 8 -m transcoders train --device cuda --layers all --distribute-layers   # a node of GPUs
       transcoders eval runs/transcoder                 # L0, FVU, CE clean/spliced/ablated, KL
       transcoders export runs/set --to circuit-tracer out/ct   # or --to saelens
       transcoders import out/ct runs/imported          # SAELens or circuit-tracer folders -> run folders

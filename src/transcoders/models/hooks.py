@@ -74,8 +74,11 @@ def capture(
                 handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
             else:
                 handles.append(module.register_forward_hook(hook))
+        device = lm.model.get_input_embeddings().weight.device  # token ids may come from the CPU (the corpus)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(device)
         try:
-            lm.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            lm.model(input_ids=input_ids.to(device), attention_mask=attention_mask, use_cache=False)
         except StopForward:
             pass
     finally:
