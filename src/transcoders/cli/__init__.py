@@ -72,7 +72,8 @@ def _train(ns: argparse.Namespace) -> int:
         cfg = config_from(ns, TrainConfig)
         train(cfg, overwrite=ns.overwrite, progress=not ns.quiet)
         out = cfg.out
-    print(f"done: {out}  (evaluate with `transcoders eval {out}`)")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the job, not one per process
+        print(f"done: {out}  (evaluate with `transcoders eval {out}`)")
     return 0
 
 
