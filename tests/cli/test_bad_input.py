@@ -37,6 +37,17 @@ def test_unknown_model(capsys, tmp_path):
 def test_layer_out_of_range(capsys, tmp_path, tiny_model_dir, tiny_corpus):
     code, _, err = run_main(capsys, "train", "--model", tiny_model_dir, "--corpus", tiny_corpus, "--out", tmp_path / "r", *TINY, "--layers", "7")
     assert_one_line_error(code, err, "layer 7", "0-2")
+    assert not (tmp_path / "r").exists()  # checked before a run folder is made
+
+
+def test_a_bad_setting_with_overwrite_keeps_the_old_run(capsys, tmp_path, tiny_model_dir, tiny_corpus):
+    old = tmp_path / "r"
+    old.mkdir()
+    (old / "config.json").write_text("{}")
+    code, _, err = run_main(capsys, "train", "--model", tiny_model_dir, "--corpus", tiny_corpus, "--out", old, *TINY,
+                            "--layers", "7", "--overwrite")
+    assert_one_line_error(code, err, "layer 7")
+    assert (old / "config.json").read_text() == "{}"  # --overwrite replaces a run only once the new one can start
 
 
 def test_unreadable_layer_spec(capsys, tmp_path, tiny_model_dir):

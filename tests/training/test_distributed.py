@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -75,12 +76,13 @@ def test_distribute_layers_gives_each_layer_what_one_process_gives(tiny_model_di
     assert "error" not in res.stderr.lower()
 
 
-def test_a_two_rank_checkpoint_resumes_on_one_process(tiny_model_dir, tiny_corpus, tmp_path):
-    args = common(tiny_model_dir, tiny_corpus, tokens=30720, checkpoint_every=5)
+@pytest.mark.parametrize("layers,extra", [("1", []), ("0-1", ["--distribute-layers"])])
+def test_a_two_rank_checkpoint_resumes_on_one_process(tiny_model_dir, tiny_corpus, tmp_path, layers, extra):
+    args = common(tiny_model_dir, tiny_corpus, tokens=30720, checkpoint_every=5, layers=layers)
     run(one(*args, "--out", tmp_path / "ref"))
     out = tmp_path / "run"
-    proc = subprocess.Popen(two(*args, "--out", out), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(two(*args, *extra, "--out", out), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     ck = out / "checkpoint.safetensors"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not ck.exists():
@@ -92,7 +94,11 @@ def test_a_two_rank_checkpoint_resumes_on_one_process(tiny_model_dir, tiny_corpu
     res = subprocess.run([sys.executable, "-m", "transcoders", "train", "--resume", str(out), "--quiet"], env=ENV,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert_same_weights(tmp_path / "ref", out)
+    if layers == "1":
+        assert_same_weights(tmp_path / "ref", out)
+    else:  # each rank's layers were in the one checkpoint; one process takes them all up
+        for name in ("layer_00", "layer_01"):
+            assert_same_weights(tmp_path / "ref" / name, out / name)
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_a_one_line_error(tiny_model_dir, tiny_corpus, tmp_path):

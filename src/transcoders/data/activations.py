@@ -139,7 +139,7 @@ class ActivationSource:
                 if self.on_harvest is not None:
                     self.on_harvest(min(s + self.forward_batch, tokens.shape[0]), tokens.shape[0])
         if tokens.shape[0] == 0:  # a rank whose share of a (partial) chunk is empty
-            empty = torch.zeros(0, self.lm.adapter.d_model)
+            empty = torch.zeros(0, self.lm.adapter.d_model, device=self.lm.model.get_input_embeddings().weight.device)
             return {layer: (empty, empty.clone()) for layer in layers}
         return {layer: (torch.cat(outs[hook_names(layer)[0]]), torch.cat(outs[hook_names(layer)[1]])) for layer in layers}
 

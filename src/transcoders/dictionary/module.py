@@ -249,19 +249,23 @@ class Dictionary(nn.Module):
                 return Encoded(z, None, None, pre)
             return Encoded(pre * (pre > self.threshold.clamp_min(0)), None, None, pre)
         if act == "jumprelu":
-            return Encoded(_JumpReLU.apply(pre, self.threshold, self.bandwidth), None, None, pre)
+            # the straight-through window (~1e-3) is finer than bfloat16's grid: compare in float32 under autocast
+            return Encoded(_JumpReLU.apply(pre.float(), self.threshold, self.bandwidth), None, None, pre)
         return Encoded(F.relu(pre), None, None, pre)
 
     def l0_penalty(self, enc: Encoded) -> torch.Tensor:
         """JumpReLU's differentiable L0: mean over rows of the number of active features."""
-        return _Step.apply(enc.pre, self.threshold, self.bandwidth).sum(-1).mean()
+        return _Step.apply(enc.pre.float(), self.threshold, self.bandwidth).sum(-1).mean()
 
     @torch.no_grad()
-    def update_batchtopk_threshold(self, enc: Encoded, momentum: float = 0.95) -> None:
-        """Running mean of the smallest activation BatchTopK kept: the threshold used at inference."""
+    def update_batchtopk_threshold(self, enc: Encoded, momentum: float = 0.95, reduce_min=None) -> None:
+        """Running mean of the smallest activation BatchTopK kept: the threshold used at inference.
+        ``reduce_min`` makes the batch's minimum a global one (data parallel: the minimum over ranks)."""
         active = enc.dense[enc.dense > 0]
-        if active.numel():
-            m = active.min()
+        m = active.min() if active.numel() else torch.tensor(float("inf"), device=enc.dense.device)
+        if reduce_min is not None:
+            m = reduce_min(m)
+        if torch.isfinite(m):
             self.threshold.copy_(m if self.threshold <= 0 else momentum * self.threshold + (1 - momentum) * m)
 
     def thresholds(self) -> torch.Tensor | None:

@@ -43,7 +43,7 @@ class TrainConfig:
     seed: int = opt(0, "random seed (init and data order)")
     threads: int = opt(0, "CPU threads for torch (0: torch's default)")
     device: str = opt("cpu", "torch device")
-    dtype: str = opt("auto", "compute dtype: auto = float32 on CPU (bfloat16 is much slower there), bfloat16 on GPU. The model runs in it; the dictionary keeps float32 weights and Adam state, and on GPU runs its step under autocast to this dtype", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = opt("auto", "compute dtype: auto = float32 on CPU (bfloat16 is much slower there), bfloat16 on GPU. The model runs in it; the dictionary keeps float32 weights and Adam state, and on GPU runs its step under autocast to this dtype (bfloat16 recommended: float16 runs without loss scaling)", choices=("auto", "float32", "bfloat16", "float16"))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,15 +24,23 @@ no-op, which is how the single-process trainer runs through the same code.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
+
+
+# Collectives wait this long for the slowest rank (rank 0 writing a multi-GB checkpoint while the others wait;
+# NCCL's default of 10 minutes would abort the job mid-write).
+TIMEOUT = timedelta(hours=2)
 
 
 @dataclass
 class Group:
     rank: int = 0
     world: int = 1
+    device: str = "cpu"  # where this rank's tensors live (NCCL collectives take tensors on it)
+    cpu_group: object = field(default=None, repr=False)  # a gloo group for pickled objects (kept off the GPU)
 
     @classmethod
     def from_env(cls, device: str = "cpu") -> tuple["Group", str]:
@@ -50,8 +58,9 @@ class Group:
             torch.cuda.set_device(device)
             backend = "nccl"
         if not dist.is_initialized():
-            dist.init_process_group(backend)
-        return cls(dist.get_rank(), dist.get_world_size()), device
+            dist.init_process_group(backend, timeout=TIMEOUT)
+        cpu_group = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else None
+        return cls(dist.get_rank(), dist.get_world_size(), device, cpu_group), device
 
     @property
     def main(self) -> bool:
@@ -76,6 +85,7 @@ class Group:
             return t
         import torch.distributed as dist
 
+        t = t.to(self.device)
         n = torch.tensor([t.shape[0]], device=t.device)
         counts = [torch.zeros_like(n) for _ in range(self.world)]
         dist.all_gather(counts, n)
@@ -118,6 +128,16 @@ class Group:
         dist.all_reduce(m, op=dist.ReduceOp.MAX)
         return m.bool()
 
+    def min(self, t: torch.Tensor) -> torch.Tensor:
+        """All-reduce minimum (a new tensor)."""
+        if not self.distributed:
+            return t
+        import torch.distributed as dist
+
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return t
+
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """All-reduce sum (a new tensor)."""
         if not self.distributed:
@@ -134,17 +154,18 @@ class Group:
         import torch.distributed as dist
 
         box = [obj]
-        dist.broadcast_object_list(box, src=src)
+        dist.broadcast_object_list(box, src=src, group=self.cpu_group)
         return box[0]
 
     def gather_objects(self, obj, dst: int = 0) -> list | None:
-        """Every rank's ``obj`` (picklable; move tensors to the CPU first) in rank order on ``dst``, else None."""
+        """Every rank's ``obj`` (picklable; move tensors to the CPU first) in rank order on ``dst``, else None.
+        Under NCCL this goes through a gloo group in host memory, so checkpoints never pass through GPU memory."""
         if not self.distributed:
             return [obj]
         import torch.distributed as dist
 
         out = [None] * self.world if self.rank == dst else None
-        dist.gather_object(obj, out, dst=dst)
+        dist.gather_object(obj, out, dst=dst, group=self.cpu_group)
         return out
 
     def barrier(self) -> None:

@@ -111,7 +111,7 @@ class LayerState:
         if cfg.activation in USES_K and cfg.auxk_alpha > 0 and dead.any():
             loss = loss + cfg.auxk_alpha * self._auxk_loss(x, enc.pre, err.detach(), dead)
         g = self.group
-        if not torch.isfinite(loss):
+        if g.any_(~torch.isfinite(loss.detach()).reshape(1)).item():  # every rank stops, not only the one that saw it
             raise TrainingDivergedError(
                 f"layer {self.layer}: the loss became {loss.item()} : lower --lr (now {cfg.lr:g})"
                 + (f" or --l1 (now {cfg.l1:g})" if cfg.activation == "relu" else "")
@@ -130,8 +130,7 @@ class LayerState:
                 d.threshold.clamp_(min=0)  # a negative threshold would let negative pre-activations through
         with torch.no_grad():
             if cfg.activation == "batchtopk":
-                d.update_batchtopk_threshold(enc)
-                g.average_([d.threshold])
+                d.update_batchtopk_threshold(enc, reduce_min=g.min)
             self.since_fired += x.shape[0] * g.world
             self.since_fired[g.any_(enc.fired(d.width))] = 0
             # FVU over the global batch: Σ err² / (Σ y² − (Σ y)² / n), the sums taken over all ranks
@@ -302,8 +301,12 @@ class Trainer:
         if not path.exists():
             return False
         meta = read_checkpoint_state(path)
-        try:
-            tensors = load_file(str(path))
+        try:  # this rank's layers only (with --distribute-layers a full set's checkpoint is large)
+            from safetensors import safe_open
+
+            mine = tuple(f"{layer}/" for layer in self.states)
+            with safe_open(str(path), "pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith(mine)}
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]}): delete it to restart the run from scratch") from None
         if set(meta["layers"]) != {str(l) for l in self.layers}:
@@ -315,11 +318,13 @@ class Trainer:
                 st.dictionary.load_state_dict(sd)
             except RuntimeError as e:
                 raise CheckpointError(f"{path} does not fit this run's dictionary ({str(e).splitlines()[0][:120]})") from None
+            fused = any(g.get("fused") for g in st.optimizer.param_groups)
             for name, p in st.dictionary.named_parameters():
                 key = f"{layer}/adam/{name}"
                 if f"{key}/exp_avg" in tensors:
+                    step = tensors[f"{key}/step"].reshape(()).clone()
                     st.optimizer.state[p] = {
-                        "step": tensors[f"{key}/step"].reshape(()).clone(),
+                        "step": step.to(p.device) if fused else step,  # fused Adam wants it beside the weights
                         "exp_avg": tensors[f"{key}/exp_avg"].to(p.device),
                         "exp_avg_sq": tensors[f"{key}/exp_avg_sq"].to(p.device),
                     }
@@ -454,11 +459,16 @@ def _chain_first(first, rest):
 
 
 # ------------------------------------------------------------------ entry point
+def check_out(cfg: TrainConfig, *, overwrite: bool) -> None:
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunExistsError(f"{out} already exists: pass --resume {out} to continue it, --overwrite to replace it, or choose another --out")
+
+
 def prepare_out(cfg: TrainConfig, *, overwrite: bool) -> Path:
     out = Path(cfg.out)
+    check_out(cfg, overwrite=overwrite)
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise RunExistsError(f"{out} already exists: pass --resume {out} to continue it, --overwrite to replace it, or choose another --out")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / TRAIN_CONFIG_FILE, cfg.to_dict())
@@ -495,7 +505,7 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
         if (out / CHECKPOINT_FILE).exists():
             read_checkpoint_state(out / CHECKPOINT_FILE)  # fail before loading the model and the corpus
     else:
-        out = _on_main(group, lambda: prepare_out(cfg, overwrite=overwrite))
+        _on_main(group, lambda: check_out(cfg, overwrite=overwrite))  # fail before loading anything
     lm = lm or load_model(cfg.model, dtype=cfg.torch_dtype(device), device=device)
     layers = parse_layers(cfg.layers, lm.adapter.n_layers)
     for layer in layers:
@@ -513,6 +523,8 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
     contexts = _on_main(group, lambda: load_split(cfg.corpus, lm.tokenizer, "train", ctx_len=cfg.ctx_len,
                                                   max_tokens=n_ctx * cfg.ctx_len, text_column=cfg.text_column,
                                                   seed=cfg.seed), then_all=True)
+    if not resume:  # everything is checked: only now is a run folder created (or an old one replaced)
+        out = _on_main(group, lambda: prepare_out(cfg, overwrite=overwrite))
     chunk = chunk_tokens(cfg, len(layers), lm.adapter.d_model)
     if chunk < cfg.chunk_tokens and progress:
         print(f"transcoders: {len(layers)} layers: shuffle buffer of {chunk:,} tokens (not {cfg.chunk_tokens:,}) "
