@@ -93,6 +93,12 @@ def test_blind_rating_completes_with_a_tally(page):
     assert rows.count() == 3
     text = page.inner_text("#tally")
     assert "set/layer_00" in text and "set/layer_02" in text
+    # the session is listed on the start page, and its link shows the results again
+    page.click("text=start another")
+    page.wait_for_selector("#rate-sessions")
+    assert "set/layer_00 vs set/layer_02" in page.inner_text("#rate-sessions")
+    page.locator("#rate-sessions a", has_text="results").first.click()
+    page.wait_for_selector("#tally")
 
 
 def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):

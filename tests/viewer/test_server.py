@@ -4,6 +4,7 @@ every refusal: path traversal, a public bind without a token, missing tokens, ma
 from __future__ import annotations
 
 import json
+import time
 import sqlite3
 import urllib.error
 import urllib.request
@@ -92,6 +93,16 @@ def test_blind_rating_hides_the_run_and_tallies(server):
     assert all(t["rated"] == 3 for t in tally) and sum(t["single_token"] for t in tally) == 3
     status, err = get_json(server, "/api/rating/answer", {"session": s["session"], "index": 6, "interpretable": "yes"})
     assert status == 409 and "error" in err
+    # earlier sessions are listed, newest first; an unfinished one shows its progress but no tally
+    time.sleep(0.01)
+    _, s2 = get_json(server, "/api/rating/start", {"runs": ["set/layer_02", "set/layer_00"], "n": 2})
+    get_json(server, "/api/rating/answer", {"session": s2["session"], "index": 0, "interpretable": "no"})
+    _, listed = get_json(server, "/api/ratings")
+    by_id = {x["session"]: x for x in listed["sessions"]}
+    assert [x["session"] for x in listed["sessions"]].index(s2["session"]) < [x["session"] for x in listed["sessions"]].index(s["session"])
+    assert by_id[s["session"]]["done"] and by_id[s["session"]]["tally"] == tally
+    assert by_id[s2["session"]] | {"started": 0} == {"session": s2["session"], "runs": ["set/layer_02", "set/layer_00"],
+                                                     "rated": 1, "total": 4, "started": 0, "done": False}
 
 
 def test_graphs_link_feature_nodes_to_their_runs(server):

@@ -372,6 +372,20 @@ def rating_answer(root: Path, sid: str, body: dict) -> dict:
     return rating_item(root, sid)
 
 
+def list_ratings(root: Path) -> list[dict]:
+    """Every rating session in this runs folder, newest first: to continue one, or to see its results again.
+    A session's tally is shown only once it is finished (before that the run behind each item stays hidden)."""
+    out = []
+    for path in _ratings_dir(root).glob("*.json"):
+        doc = _read_json(path)
+        if not isinstance(doc, dict) or not {"runs", "items", "answers"} <= set(doc):
+            continue  # a damaged or foreign file: leave it, list the rest
+        done = len(doc["answers"]) >= len(doc["items"])
+        out.append({"session": path.stem, "runs": doc["runs"], "rated": len(doc["answers"]), "total": len(doc["items"]),
+                    "started": doc.get("started", 0), "done": done, **({"tally": rating_tally(doc)} if done else {})})
+    return sorted(out, key=lambda r: -r["started"])
+
+
 def rating_tally(doc: dict) -> list[dict]:
     out = []
     for r, rel in enumerate(doc["runs"]):

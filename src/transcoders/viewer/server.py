@@ -160,6 +160,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(D.graph(root, query.get("path", "")))
             if url.path == "/api/rating":
                 return self._json(D.rating_item(root, query.get("session", "")))
+            if url.path == "/api/ratings":
+                return self._json({"sessions": D.list_ratings(root)})
             if url.path == "/api/file":
                 return self._file(query.get("path", ""))
         else:

@@ -182,6 +182,7 @@ async function searchPage(run, text) {
 // ---------------------------------------------------------------------------------------------- blind rating
 async function rateStart() {
   const d = await api("/api/runs");
+  const old = (await api("/api/ratings")).sessions;
   const withStore = d.runs.filter((r) => r.store);
   const pick = (id) => h("select", { id }, withStore.map((r) => h("option", { value: r.path }, r.path)));
   const a = pick("run-a"), b = pick("run-b");
@@ -197,7 +198,13 @@ async function rateStart() {
         try { const s = await api("/api/rating/start", { runs: [a.value, b.value], n: +n.value }); location.hash = `#/rate/${s.session}`; }
         catch (err) { msg.textContent = err.message; }
       } }, "run A ", a, "  run B ", b, "  features per run ", n, " ", h("button", { class: "primary", id: "rate-go" }, "start")),
-    msg);
+    msg,
+    old.length ? h("h2", {}, "Earlier sessions") : "",
+    old.length ? h("table", { id: "rate-sessions" },
+      h("tr", {}, ["started", "runs", "rated", ""].map((t) => h("th", {}, t))),
+      old.map((s) => h("tr", {}, h("td", {}, new Date(s.started * 1000).toLocaleString()), h("td", {}, s.runs.join(" vs ")),
+        h("td", { class: "num" }, `${s.rated} / ${s.total}`),
+        h("td", {}, h("a", { href: `#/rate/${s.session}` }, s.done ? "results" : "continue"))))) : "");
 }
 
 async function ratePage(sid) {
