@@ -7,10 +7,10 @@ import time
 import pytest
 import torch
 import transformers as tf
-from tiny_models import build_tiny
+from tiny_models import KINDS, build_tiny
 
 from transcoders.errors import MissingPackageError, ModelError
-from transcoders.models import LoadedModel, load_model, loading
+from transcoders.models import LoadedModel, capture, load_model, loading, model_layer_count
 
 
 @pytest.fixture
@@ -47,6 +47,25 @@ def test_load_local_folder(tmp_path, monkeypatch, offline, capsys):
 
     half = load_model(str(tmp_path / "tiny"), dtype=torch.bfloat16)
     assert half.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_loading_only_the_first_blocks_gives_the_same_activations(tmp_path, offline, kind, capsys):
+    """n_layers=2 builds two blocks and reads only their weights; what they compute is what the full model does."""
+    build_tiny(kind).save_pretrained(tmp_path / "m")
+    full = load_model(str(tmp_path / "m"))
+    part = load_model(str(tmp_path / "m"), n_layers=2)
+    assert full.adapter.n_layers == 3 and part.adapter.n_layers == 2
+    assert model_layer_count(str(tmp_path / "m")) == 3
+    assert sum(p.numel() for p in part.model.parameters()) < sum(p.numel() for p in full.model.parameters())
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    names = ["blocks.1.mlp.in", "blocks.1.mlp.out"]
+    with torch.no_grad():
+        a, b = capture(full, ids, names), capture(part, ids, names)
+    for n in names:
+        torch.testing.assert_close(b[n], a[n], rtol=1e-5, atol=1e-6)
+    assert "were not used" not in capsys.readouterr().err  # the unread blocks are not reported as a problem
+    assert load_model(str(tmp_path / "m"), n_layers=9).adapter.n_layers == 3  # more than there are: all of them
 
 
 def test_load_local_folder_with_tokenizer(tmp_path, offline):

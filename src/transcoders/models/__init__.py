@@ -9,7 +9,7 @@
 
 from transcoders.models.adapters import HOOK_POINTS, SUPPORTED_FAMILIES, Adapter, adapter_for
 from transcoders.models.hooks import StopForward, capture, patch_mlp
-from transcoders.models.loading import LoadedModel, load_model
+from transcoders.models.loading import LoadedModel, load_model, model_layer_count
 
 __all__ = [
     "HOOK_POINTS",
@@ -20,5 +20,6 @@ __all__ = [
     "adapter_for",
     "capture",
     "load_model",
+    "model_layer_count",
     "patch_mlp",
 ]

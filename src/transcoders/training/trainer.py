@@ -506,8 +506,12 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
             read_checkpoint_state(out / CHECKPOINT_FILE)  # fail before loading the model and the corpus
     else:
         _on_main(group, lambda: check_out(cfg, overwrite=overwrite))  # fail before loading anything
-    lm = lm or load_model(cfg.model, dtype=cfg.torch_dtype(device), device=device)
-    layers = parse_layers(cfg.layers, lm.adapter.n_layers)
+    if lm is None:  # read the layer count from the config, then build only the blocks up to the last one trained
+        from ..models import model_layer_count
+
+        layers = parse_layers(cfg.layers, model_layer_count(cfg.model))
+        lm = load_model(cfg.model, dtype=cfg.torch_dtype(device), device=device, n_layers=max(layers) + 1)
+    layers = parse_layers(cfg.layers, lm.adapter.n_layers)  # the same list: "all" of a truncated model is all trained
     for layer in layers:
         lm.adapter.check_layer(layer)
     if lm.tokenizer is None:
