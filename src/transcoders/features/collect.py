@@ -173,7 +173,8 @@ def collect(runs: list[str | Path], cfg: FeaturesConfig, *, lm=None, progress: b
     cfgs = [read_config(r) for r in run_dirs]
     if len({c.model for c in cfgs}) != 1:
         raise CheckpointError(f"runs were made for different models {sorted({c.model for c in cfgs})}: collect them separately")
-    lm = lm or load_model(cfgs[0].model)
+    # the forward stops at the highest layer read: only the blocks up to it are built (the unembedding stays)
+    lm = lm or load_model(cfgs[0].model, n_layers=max(c.layer for c in cfgs) + 1)
     dicts = [load_dictionary(r, expect_model=lm.name) for r in run_dirs]
     ctx_len = _ctx_len(run_dirs[0])
     n_ctx = max(1, cfg.tokens // ctx_len)
