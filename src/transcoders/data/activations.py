@@ -103,11 +103,6 @@ class ActivationSource:
         i = c % self.n_chunks
         return self.contexts.tokens[i * self.chunk_contexts : (i + 1) * self.chunk_contexts]
 
-    @property
-    def held_layers(self) -> list[int]:
-        """The layers whose activations this rank receives."""
-        return [l for l in self.layers if self.owners is None or self.owners[l] == self.group.rank]
-
     def harvest(self, tokens: torch.Tensor, layers: list[int] | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """One stopped-early pass over ``tokens: [n_ctx, ctx_len]``; BOS/special positions dropped. Under torchrun,
         each rank runs the model on its share of the contexts and receives the rows of the layers it holds."""

@@ -120,32 +120,23 @@ class Group:
 
     def any_(self, mask: torch.Tensor) -> torch.Tensor:
         """Element-wise logical OR of a bool tensor over ranks."""
-        if not self.distributed:
-            return mask
-        import torch.distributed as dist
-
-        m = mask.to(torch.uint8)
-        dist.all_reduce(m, op=dist.ReduceOp.MAX)
-        return m.bool()
+        return self._reduced(mask.to(torch.uint8), "MAX").bool() if self.distributed else mask
 
     def min(self, t: torch.Tensor) -> torch.Tensor:
         """All-reduce minimum (a new tensor)."""
-        if not self.distributed:
-            return t
-        import torch.distributed as dist
-
-        t = t.clone()
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return t
+        return self._reduced(t, "MIN")
 
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """All-reduce sum (a new tensor)."""
+        return self._reduced(t, "SUM")
+
+    def _reduced(self, t: torch.Tensor, op: str) -> torch.Tensor:
         if not self.distributed:
             return t
         import torch.distributed as dist
 
         t = t.clone()
-        dist.all_reduce(t)
+        dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
         return t
 
     def broadcast_object(self, obj, src: int = 0):

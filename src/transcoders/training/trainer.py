@@ -196,7 +196,7 @@ class Trainer:
         self.out = out
         self.group = group or Group()
         self.device = device or cfg.device
-        self.owners = layer_owners(layers, self.group.world) if cfg.distribute_layers and self.group.distributed else None
+        self.owners = layer_owners(layers, self.group, cfg.distribute_layers)
         self.owned = [l for l in layers if self.owners is None or self.owners[l] == self.group.rank]
         data_parallel = self.group.distributed and self.owners is None
         self.part = self.group.share(cfg.batch_size) if data_parallel else slice(None)  # rows of each batch
@@ -415,9 +415,12 @@ def chunk_tokens(cfg: TrainConfig, n_layers: int, d_model: int) -> int:
     return max(cfg.ctx_len, min(cfg.chunk_tokens, CHUNK_BUDGET // (n_layers * 2 * d_model * 4)))
 
 
-def layer_owners(layers: list[int], world: int) -> dict[int, int]:
-    """--distribute-layers: layer -> rank, round robin (neighbouring layers, of similar cost, on different ranks)."""
-    return {layer: i % world for i, layer in enumerate(layers)}
+def layer_owners(layers: list[int], group: Group, distribute: bool) -> dict[int, int] | None:
+    """--distribute-layers under torchrun: layer -> rank, round robin (neighbouring layers, of similar cost, on
+    different ranks). None otherwise: every rank holds every layer."""
+    if not (distribute and group.distributed):
+        return None
+    return {layer: i % group.world for i, layer in enumerate(layers)}
 
 
 def read_checkpoint_state(path: Path) -> dict:
@@ -533,11 +536,11 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
     if chunk < cfg.chunk_tokens and progress:
         print(f"transcoders: {len(layers)} layers: shuffle buffer of {chunk:,} tokens (not {cfg.chunk_tokens:,}) "
               f"to keep it under {CHUNK_BUDGET >> 30} GiB", file=sys.stderr)
-    trainer = Trainer(cfg, lm, None, layers, out, group=group, device=device)
-    trainer.source = ActivationSource(lm, contexts, layers, chunk_contexts=max(1, chunk // cfg.ctx_len),
-                                      forward_batch=cfg.forward_batch, seed=cfg.seed,
-                                      cache_dir=cfg.cache_activations or None, group=group, owners=trainer.owners)
-    return trainer.run(progress=progress)
+    owners = layer_owners(layers, group, cfg.distribute_layers)
+    source = ActivationSource(lm, contexts, layers, chunk_contexts=max(1, chunk // cfg.ctx_len),
+                              forward_batch=cfg.forward_batch, seed=cfg.seed, cache_dir=cfg.cache_activations or None,
+                              group=group, owners=owners)
+    return Trainer(cfg, lm, source, layers, out, group=group, device=device).run(progress=progress)
 
 
 def _on_main(group: Group, fn, then_all: bool = False):
