@@ -82,6 +82,7 @@ def main() -> None:
         torch.set_num_threads(ns.threads)
     from transcoders.circuits import Replacement, TranscoderSet
     from transcoders.circuits.graph import attribution_graph
+    from transcoders.circuits.graph import prune, scores
     from transcoders.circuits.graph_json import attribution_graph_json
     from transcoders.circuits.paths import find_paths, merge_paths
     from transcoders.circuits.targets import logit_target
@@ -114,7 +115,7 @@ def main() -> None:
     for cap in caps:
         with Peak() as m:
             g = attribution_graph(fp, max_feature_nodes=cap)
-            attribution_graph_json(g, "bench")
+            attribution_graph_json(g, "bench", prune(g), scores(g))
         label = f"attribution graph, {g.n_features} of {n_active} feature rows"
         rows.append((label, m.seconds, m.mib, f"{m.seconds / fwd:.1f}x"))
     print(f"default model, {'set ' + ns.set if ns.set else 'random set (width 4608, k=32, 30 layers)'}, "

@@ -78,7 +78,7 @@ def main() -> None:
         tr = Trainer(cfg, lm, None, [args.layer], out=None)
         st: LayerState = tr._new_state(args.layer)
         tr.states = {args.layer: st}
-        tr._init_from_data({args.layer: (x, y)})
+        tr.init_from_data({args.layer: (x, y)})
         st.step(x[:B], y[:B], cfg.lr, cfg.sparsity_coefficient, cfg)  # warm-up
         t0 = time.perf_counter()
         stats = None

@@ -27,7 +27,7 @@ def main() -> None:
     st = LayerState(6, dic, make_adam(dic, cfg.lr), since_fired=torch.zeros(width, dtype=torch.long))
     tr = Trainer(cfg, None, None, [6], out=None)
     tr.states = {6: st}
-    tr._init_from_data({6: (x, y)})  # scales and biases from the data, as a run starts
+    tr.init_from_data({6: (x, y)})  # scales and biases from the data, as a run starts
     n = x.shape[0] // batch
     st.step(x[:batch], y[:batch], cfg.lr, 0.0, cfg)  # warm-up (allocations, thread pools)
     t0 = time.perf_counter()

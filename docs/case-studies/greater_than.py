@@ -153,7 +153,7 @@ def main() -> None:
     t0 = time.perf_counter()
     g = attribution_graph(fp, target, max_feature_nodes=args.graph_rows)
     rep_score, comp_score = scores(g)
-    node_mask, edge_mask, _ = prune(g)
+    node_mask, edge_mask, *_ = prune(g)
     infl = influence(g.adjacency, g.output_weight_vector())
     print(f"\nattribution graph ({g.n_features} of {g.n_active} active features as rows, "
           f"{time.perf_counter() - t0:.0f} s): replacement score {rep_score:.3f}, completeness {comp_score:.3f}, "

@@ -1,9 +1,10 @@
-"""Where things live on disk, and atomic writes."""
+"""Where things live on disk, and atomic writes. A ground-floor module: it imports nothing from the package."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,9 @@ def atomic_replace_dir(tmp_dir: Path, final_dir: Path) -> None:
     if final_dir.exists():
         old = final_dir.with_name(f".{final_dir.name}.old")
         if old.exists():
-            import shutil
-
             shutil.rmtree(old)
         os.replace(final_dir, old)
         os.replace(tmp_dir, final_dir)
-        import shutil
-
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp_dir, final_dir)

@@ -95,7 +95,7 @@ def test_feature_selection_by_influence_and_pruning(fp):
     inf = influence(full.adjacency, full.output_weight_vector())[: full.n_features]
     top = {tuple(full.features[j].tolist()) for j in inf.topk(24).indices}
     assert len(top & {tuple(x) for x in capped.features.tolist()}) >= 6
-    node_mask, edge_mask, cum = prune(full, 0.8, 0.98)
+    node_mask, edge_mask, cum, *_ = prune(full, 0.8, 0.98)
     assert node_mask[full.token_slice].all() and node_mask[full.output_slice].all()
     assert not edge_mask[~node_mask].any() and not edge_mask[:, ~node_mask].any()
     assert node_mask.sum() < node_mask.numel()
@@ -105,7 +105,7 @@ def test_feature_selection_by_influence_and_pruning(fp):
 
 def test_graph_json_follows_the_circuit_tracer_schema(fp):
     g = attribution_graph(fp)
-    doc = json.loads(json.dumps(attribution_graph_json(g, "slug")))
+    doc = json.loads(json.dumps(attribution_graph_json(g, "slug", prune(g), scores(g))))
     for key in ("slug", "scan", "prompt_tokens", "prompt"):
         assert key in doc["metadata"]
     assert set(doc["qParams"]) == {"pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"}

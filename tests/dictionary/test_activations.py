@@ -31,7 +31,7 @@ def test_batchtopk_inference_uses_the_running_threshold():
     dic = make("batchtopk", k=3)
     x = torch.randn(200, 16)
     for _ in range(50):
-        dic.update_batchtopk_threshold(dic.encode_sparse(x, training=True))
+        dic.after_step(dic.encode_sparse(x, training=True))
     theta = dic.threshold.item()
     assert theta > 0
     pre = dic.pre_acts(x)
@@ -57,7 +57,7 @@ def test_jumprelu_forward_and_straight_through_gradients():
     torch.testing.assert_close(dic.threshold.grad, expected, rtol=1e-4, atol=1e-6)
     # the L0 penalty counts active features and pushes θ up where pre-activations sit near it
     dic.zero_grad()
-    l0 = dic.l0_penalty(dic.encode_sparse(x, training=True))
+    l0 = dic.sparsity_penalty(dic.encode_sparse(x, training=True))
     assert l0.item() == pytest.approx((pre > 0.05).sum(-1).float().mean().item())
     l0.backward()
     assert (dic.threshold.grad <= 0).all() and (dic.threshold.grad < 0).any()

@@ -13,7 +13,7 @@ from transcoders.data.packing import load_split
 from transcoders.dictionary import load_dictionary
 from transcoders.features import FeaturesConfig, collect, connect, store_path
 from transcoders.features import store as S
-from transcoders.features import weights as W
+from transcoders.dictionary import directions as W
 from transcoders.features.collect import sample_priority
 from transcoders.models import load_model
 from transcoders.models.hooks import capture

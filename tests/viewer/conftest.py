@@ -23,7 +23,7 @@ def runs_root(tiny_model_dir, tiny_corpus, tmp_path_factory):
     assert main(["circuit", "--set", str(root / "set"), "--prompt", "the king sees a ship", "--mode", "graph",
                  "--node-threshold", "1", "--edge-threshold", "1", "--quiet",
                  "--out", str(root / "set" / "graphs" / "king.json")]) == 0
-    from transcoders.evaluation.sweep import SweepGrid, run_sweep
+    from transcoders.sweeps import SweepGrid, run_sweep
 
     base = TrainConfig(model=tiny_model_dir, corpus=tiny_corpus, layers="1", out=str(root / "sweep"), width=32,
                        tokens=2048, batch_size=256, ctx_len=32, chunk_tokens=2048, forward_batch=16)

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import re
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
+from ..dictionary.runs import graph_path
 from ..errors import CircuitError
-from ..training.config import opt
+from ..flags import opt
+from ..models import load_model
+from . import weights as W
 from .graph import attribution_graph, prune, scores
-from .graph_json import attribution_graph_json, merged_graph_json, write_json
+from .graph_json import attribution_graph_json, feature_node_id, feature_nodes, graph_mode, merged_graph_json, read_json, write_json
+from .interventions import Edit, Measure, intervene, parse_edit, random_ablations
 from .paths import find_paths, format_paths, merge_paths, strongest_nodes
 from .replacement import FrozenPrompt, Replacement
+from .specs import feature_label, parse_feature
 from .targets import Target, logit_target, parse_target
 from .transcoder_set import TranscoderSet
 
 
 def load_replacement(set_dir: str, model: str = "", device: str = "cpu", dtype: str = "float32") -> Replacement:
     """A model with its transcoder set (the model named in the set's configs unless ``model`` is given)."""
-    from ..models import load_model
-
     tset = TranscoderSet.load(set_dir, device=device)
     lm = load_model(model or tset.model, dtype=getattr(torch, dtype), device=device)
     return Replacement(lm, tset)
@@ -71,52 +76,56 @@ def run_circuit(cfg: CircuitConfig, rep: Replacement | None = None, progress: bo
     slug = f"{slugify(cfg.prompt)}-{cfg.mode}"
     lines = [f"prompt: {len(fp.ids)} tokens  " + " | ".join(_tokens(rep, fp))]
     if cfg.mode == "paths":
-        target = target or default_target(fp)
-        t1 = time.perf_counter()
-        search = find_paths(fp, target, depth=cfg.depth, branches=cfg.branches, include_special=cfg.include_special)
-        merged = merge_paths(search)
-        t_search = time.perf_counter() - t1
-        lines.append(f"target: {target.label} = {search.root.value:.4f}  (depth {cfg.depth}, {cfg.branches} branches; "
-                     f"trace {t_trace:.2f}s, search {t_search:.2f}s)")
-        lines.append("\nstrongest paths (path attribution to the target, sign kept):")
-        lines.append(format_paths(search, cfg.top))
-        lines.append("\nstrongest nodes (summed over distinct paths):")
-        lines += [f"{v:+9.4f}  {c}" for c, v in strongest_nodes(merged, top=cfg.top)]
-        doc = merged_graph_json(fp, merged, slug, {"depth": cfg.depth, "branches": cfg.branches})
+        doc = _paths(fp, target or default_target(fp), cfg, slug, t_trace, lines)
     else:
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=0, desc="attribution rows", unit="row", leave=False)
-
-            def report(done, total):
-                bar.total = total
-                bar.n = done
-                bar.refresh()
-        g = attribution_graph(fp, target, max_logits=cfg.max_logits, logit_prob=cfg.logit_prob,
-                              max_feature_nodes=cfg.max_feature_nodes or None, batch_size=cfg.batch_size,
-                              progress=report if bar is not None else None)
-        if bar is not None:
-            bar.close()
-        doc = attribution_graph_json(g, slug, cfg.node_threshold, cfg.edge_threshold)
-        replacement, completeness = scores(g)
-        node_mask, edge_mask, _ = prune(g, cfg.node_threshold, cfg.edge_threshold)
-        lines.append(f"outputs: {', '.join(f'{t.label} (p={float(w):.3f})' for t, w in zip(g.outputs, g.output_weights))}")
-        lines.append(f"active features {g.n_active}, rows computed {g.n_features}; kept after pruning: "
-                     f"{int(node_mask.sum())} nodes, {int(edge_mask.sum())} edges  (trace {t_trace:.2f}s, "
-                     f"attribution {g.timings['attribution_s']:.2f}s)")
-        lines.append(f"replacement score {replacement:.3f}, completeness score {completeness:.3f}")
-        lines.append("\nmost influential features:")
-        feats = [n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder"]
-        feats.sort(key=lambda n: n["influence"])
-        lines += [f"  tc{n['layer']}[{n['node_id'].split('_')[1]}]@{n['ctx_idx']}  activation {n['activation']:.3f}"
-                  for n in feats[: cfg.top]] or ["  (none survived pruning: errors carry most of the influence; "
-                                                 "lower --node-threshold or use a set with more layers)"]
-    out = Path(cfg.out) if cfg.out else Path(cfg.set) / "graphs" / f"{slug}.json"
+        doc = _graph(fp, target, cfg, slug, t_trace, lines, progress)
+    out = Path(cfg.out) if cfg.out else graph_path(cfg.set, slug)
     write_json(doc, out)
     lines.append(f"\nwrote {out} ({len(doc['nodes'])} nodes, {len(doc['links'])} links)")
     return "\n".join(lines), out, doc
+
+
+def _paths(fp: FrozenPrompt, target: Target, cfg: CircuitConfig, slug: str, t_trace: float, lines: list[str]) -> dict:
+    """The path search: its report lines (appended to ``lines``) and its graph JSON."""
+    t1 = time.perf_counter()
+    search = find_paths(fp, target, depth=cfg.depth, branches=cfg.branches, include_special=cfg.include_special)
+    merged = merge_paths(search)
+    t_search = time.perf_counter() - t1
+    lines.append(f"target: {target.label} = {search.root.value:.4f}  (depth {cfg.depth}, {cfg.branches} branches; "
+                 f"trace {t_trace:.2f}s, search {t_search:.2f}s)")
+    lines.append("\nstrongest paths (path attribution to the target, sign kept):")
+    lines.append(format_paths(search, cfg.top))
+    lines.append("\nstrongest nodes (summed over distinct paths):")
+    lines += [f"{v:+9.4f}  {c}" for c, v in strongest_nodes(merged, top=cfg.top)]
+    return merged_graph_json(fp, merged, slug, {"depth": cfg.depth, "branches": cfg.branches})
+
+
+def _graph(fp: FrozenPrompt, target: Target | None, cfg: CircuitConfig, slug: str, t_trace: float, lines: list[str],
+           progress: bool) -> dict:
+    """The attribution graph, pruned and scored once: its report lines (appended to ``lines``) and its graph JSON."""
+    bar = tqdm(total=0, desc="attribution rows", unit="row", leave=False, disable=not progress)
+
+    def report(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    g = attribution_graph(fp, target, max_logits=cfg.max_logits, logit_prob=cfg.logit_prob,
+                          max_feature_nodes=cfg.max_feature_nodes or None, batch_size=cfg.batch_size, progress=report)
+    bar.close()
+    pruned = prune(g, cfg.node_threshold, cfg.edge_threshold)
+    replacement, completeness = scores(g)
+    doc = attribution_graph_json(g, slug, pruned, (replacement, completeness))
+    lines.append(f"outputs: {', '.join(f'{t.label} (p={float(w):.3f})' for t, w in zip(g.outputs, g.output_weights))}")
+    lines.append(f"active features {g.n_active}, rows computed {g.n_features}; kept after pruning: "
+                 f"{int(pruned.node_mask.sum())} nodes, {int(pruned.edge_mask.sum())} edges  (trace {t_trace:.2f}s, "
+                 f"attribution {g.timings['attribution_s']:.2f}s)")
+    lines.append(f"replacement score {replacement:.3f}, completeness score {completeness:.3f}")
+    lines.append("\nmost influential features:")
+    feats = sorted(feature_nodes(doc), key=lambda f: f.influence if f.influence is not None else 1.0)
+    lines += [f"  {feature_label(f.layer, f.feature, f.pos)}  activation {f.activation:.3f}" for f in feats[: cfg.top]] \
+        or ["  (none survived pruning: errors carry most of the influence; lower --node-threshold or use a set with "
+            "more layers)"]
+    return doc
 
 
 def _tokens(rep: Replacement, fp: FrozenPrompt) -> list[str]:
@@ -142,16 +151,7 @@ class ConnectionsConfig:
     model: str = opt("", "model to load instead of the one the set was trained on")
 
 
-def _feature_spec(spec: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(?:tc)?(\d+)[:\[](\d+)\]?", spec.strip())
-    if m is None:
-        raise CircuitError(f"cannot read feature {spec!r}: use LAYER:FEATURE, e.g. 8:123")
-    return int(m.group(1)), int(m.group(2))
-
-
 def run_connections(cfg: ConnectionsConfig, rep: Replacement | None = None) -> str:
-    from . import weights as W
-
     if not cfg.feature and not cfg.layers:
         raise CircuitError("give --feature LAYER:FEATURE (one feature's tables) or --layers SRC,DST (strongest weights)")
     rep = rep or load_replacement(cfg.set, cfg.model)
@@ -172,9 +172,11 @@ def run_connections(cfg: ConnectionsConfig, rep: Replacement | None = None) -> s
         rows = W.top_connections(rep, src, dst, cfg.top)
         return "\n".join([f"strongest direct weights from layer {src} features to layer {dst} features "
                           "(decoder · encoder, norm gains folded in):"] +
-                         [f"  tc{src}[{i}] -> tc{dst}[{j}]  {v:+.4f}" for i, j, v in rows])
-    layer, feature = _feature_spec(cfg.feature)
-    lines = [f"tc{layer}[{feature}] (weights only: norm gains folded in, denominators left out; read the rankings)"]
+                         [f"  {feature_label(src, i)} -> {feature_label(dst, j)}  {v:+.4f}" for i, j, v in rows])
+    spec = parse_feature(cfg.feature, position=False)
+    layer, feature = spec.layer, spec.feature
+    assert feature is not None
+    lines = [f"{spec} (weights only: norm gains folded in, denominators left out; read the rankings)"]
     lines += table("de-embedding: tokens that excite it directly", W.deembedding(rep, layer, feature, k=cfg.top), name)
     if cfg.head:
         try:
@@ -187,7 +189,7 @@ def run_connections(cfg: ConnectionsConfig, rep: Replacement | None = None) -> s
     onto = cfg.onto if cfg.onto >= 0 else max((L for L in rep.tset.layers if L < layer), default=-1)
     if onto >= 0:
         lines += table(f"pullback onto layer {onto}: earlier features that feed it directly",
-                       W.pullback(rep, layer, feature, onto, cfg.top), lambda i: f"tc{onto}[{i}]")
+                       W.pullback(rep, layer, feature, onto, cfg.top), lambda i: feature_label(onto, i))
     return "\n".join(lines)
 
 
@@ -208,37 +210,23 @@ class InterveneConfig:
     model: str = opt("", "model to load instead of the one the set was trained on")
 
 
-def circuit_edits(path: str, top: int = 0, exclude: str = "", sign: str = "both") -> list:
-    """Zero-edits for the feature nodes of a graph JSON (the strongest ``top`` if given). A paths graph's nodes carry
-    signed attributions: ``sign`` keeps those that push the target up (positive), down (negative), or both. An
-    attribution graph's influence is unsigned, so ``sign`` does not apply there."""
-    import json
-
-    from .interventions import Edit
-
-    try:
-        doc = json.loads(Path(path).read_text())
-        nodes = [n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder" and n["node_id"] != exclude]
-        mode = doc["metadata"].get("info", {}).get("mode", "graph")
-    except FileNotFoundError:
-        raise CircuitError(f"graph file {path} does not exist: write one with `transcoders circuit --out {path}`") from None
-    except (ValueError, KeyError, TypeError) as err:
-        raise CircuitError(f"{path} is not a graph JSON ({err}): write one with `transcoders circuit`") from None
-    if mode == "paths":
+def circuit_edits(path: str, top: int = 0, exclude: str = "", sign: str = "both") -> list[Edit]:
+    """Zero-edits for the feature nodes of a graph JSON (the strongest ``top`` if given; not the node ``exclude``).
+    A paths graph's nodes carry signed attributions: ``sign`` keeps those that push the target up (positive), down
+    (negative), or both. An attribution graph's influence is unsigned, so ``sign`` does not apply there."""
+    doc = read_json(path)
+    nodes = [f for f in feature_nodes(doc) if f.node_id != exclude]
+    if graph_mode(doc) == "paths":
         if sign != "both":
-            nodes = [n for n in nodes if ((n.get("influence") or 0.0) > 0) == (sign == "positive") and n.get("influence")]
-        nodes.sort(key=lambda n: -abs(n.get("influence") or 0.0))
-    else:
-        nodes.sort(key=lambda n: n.get("influence") if n.get("influence") is not None else 1.0)
+            nodes = [f for f in nodes if f.influence and (f.influence > 0) == (sign == "positive")]
+        nodes.sort(key=lambda f: -abs(f.influence or 0.0))
+    else:  # cumulative influence: the strongest nodes have the smallest share before them
+        nodes.sort(key=lambda f: f.influence if f.influence is not None else 1.0)
     nodes = nodes[:top] if top else nodes
-    return [Edit(int(n["layer"]), int(n["node_id"].split("_")[1]), int(n["ctx_idx"]), "zero") for n in nodes]
+    return [Edit(f.layer, f.feature, f.pos, "zero") for f in nodes]
 
 
 def run_intervene(cfg: InterveneConfig, zero=(), clamp=(), scale=(), patch=(), rep: Replacement | None = None) -> str:
-    import statistics
-
-    from .interventions import Measure, intervene, parse_edit, random_ablations
-
     check_prompt(cfg.prompt)
     rep = rep or load_replacement(cfg.set, cfg.model)
     ids = rep.tokenize(cfg.prompt)[0]
@@ -250,7 +238,7 @@ def run_intervene(cfg: InterveneConfig, zero=(), clamp=(), scale=(), patch=(), r
     edits = [parse_edit(s, "zero") for s in zero] + [parse_edit(s, "clamp") for s in clamp]
     edits += [parse_edit(s, "scale") for s in scale] + [parse_edit(s, "patch") for s in patch]
     if cfg.ablate_circuit:
-        exclude = f"{target.layer}_{target.feature}_{target.pos}" if target.kind == "feature" else ""
+        exclude = feature_node_id(target.layer, target.feature, target.pos) if target.kind == "feature" else ""
         edits += circuit_edits(cfg.ablate_circuit, cfg.circuit_top, exclude, cfg.circuit_sign)
     if not edits:
         raise CircuitError("nothing to do: give --zero, --clamp, --scale, --patch or --ablate-circuit")

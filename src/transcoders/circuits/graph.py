@@ -16,12 +16,16 @@ errors; the completeness score the influence-weighted share of node inputs that 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from .replacement import FrozenPrompt
+from .specs import feature_label
 from .targets import Target, logit_target
 
 
@@ -107,8 +111,19 @@ def _threshold(scores: Tensor, keep: float) -> Tensor:
     return s[i]
 
 
-def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98):
-    """``(node_mask, edge_mask, cumulative_influence)``; see the module docstring."""
+class Pruned(NamedTuple):
+    """What :func:`prune` keeps: node and edge masks over the adjacency, each node's cumulative share of the
+    influence (nodes sorted by influence), and the thresholds used."""
+
+    node_mask: Tensor  # [N] bool
+    edge_mask: Tensor  # [N, N] bool
+    cumulative: Tensor  # [N]
+    node_threshold: float
+    edge_threshold: float
+
+
+def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Pruned:
+    """See the module docstring."""
     if not (0 <= node_threshold <= 1 and 0 <= edge_threshold <= 1):
         raise ValueError("thresholds must lie in [0, 1]")
     A, w = graph.adjacency, graph.output_weight_vector()
@@ -136,7 +151,7 @@ def prune(graph: AttributionGraph, node_threshold: float = 0.8, edge_threshold: 
     order = node_inf.argsort(descending=True)
     cum = torch.zeros_like(node_inf)
     cum[order] = node_inf[order].cumsum(0) / node_inf.sum().clamp_min(1e-30)
-    return node_mask, edge_mask, cum
+    return Pruned(node_mask, edge_mask, cum, node_threshold, edge_threshold)
 
 
 def scores(graph: AttributionGraph) -> tuple[float, float]:
@@ -154,10 +169,9 @@ def scores(graph: AttributionGraph) -> tuple[float, float]:
 
 # ------------------------------------------------------------------------------------------------ building
 def top_logit_targets(fp: FrozenPrompt, max_logits: int = 10, logit_prob: float = 0.95) -> tuple[list[Target], Tensor]:
-    logits = fp.logits()
-    cap = fp.rep.adapter.logit_softcap
-    probs = (torch.tanh(logits / cap) * cap if cap else logits).softmax(-1)
-    p, idx = probs.sort(descending=True)
+    """The most likely next tokens' logits until their probabilities reach ``logit_prob`` (at most ``max_logits``),
+    and those probabilities."""
+    p, idx = fp.rep.adapter.probabilities(fp.logits()).sort(descending=True)
     n = int((p.cumsum(0) < logit_prob).sum()) + 1
     n = max(1, min(n, max_logits))
     return [logit_target(fp, int(i)) for i in idx[:n]], p[:n].clone()
@@ -172,94 +186,114 @@ def attribution_graph(
     max_feature_nodes: int | None = None,
     batch_size: int = 64,
     update_interval: int = 4,
-    progress=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> AttributionGraph:
     """Build the graph; ``progress(done, total)`` is called after each batch of rows."""
-    import time
-
     t0 = time.perf_counter()
-    rep = fp.rep
     if target is None:
         outputs, weights = top_logit_targets(fp, max_logits, logit_prob)
     else:
         outputs, weights = [target], torch.ones(1)
-    # all active features, in (layer, pos) order; their columns in Edges follow LayerTrace.acts_*
-    layers = [L for L in range(rep.n_layers)]
-    act_layer = torch.cat([torch.full((fp.layers[L].acts_pos.numel(),), L) for L in layers])
-    act_pos = torch.cat([fp.layers[L].acts_pos for L in layers])
-    act_idx = torch.cat([fp.layers[L].acts_idx for L in layers])
-    act_val = torch.cat([fp.layers[L].acts_val for L in layers])
-    n_act = act_layer.numel()
-    limit = n_act if max_feature_nodes is None else min(max_feature_nodes, n_act)
-    n_err, T = rep.n_layers * fp.n_tokens, fp.n_tokens
-    n_src = n_act + n_err + T
-
-    def rows_for(tgts: list[Target]) -> tuple[Tensor, Tensor]:
-        e = fp.backward([(t.stage, t.pos, t.vector) for t in tgts], torch.tensor([t.const for t in tgts]))
-        feats = torch.cat([e.features[L] for L in layers], dim=1)
-        return torch.cat([feats, e.errors.flatten(1), e.tokens], dim=1), e.bias
-
-    def feature_targets(ids: Tensor) -> list[Target]:
-        out = []
-        for j in ids.tolist():
-            L, p, f = int(act_layer[j]), int(act_pos[j]), int(act_idx[j])
-            v, c = fp.feature_vector(L, f, p)
-            out.append(Target(f"tc{L}[{f}]@{p}", "feature", rep.mid_stage(L), p, v, c, L, f))
-        return out
-
-    out_rows, out_bias = rows_for(outputs)
+    act = _Active(fp)
     n_out = len(outputs)
-    everything = limit == n_act
-    if everything:  # rows go straight into the adjacency matrix: no second copy of the largest tensor
+    out_rows, out_bias = act.rows(outputs)
+    limit = act.n if max_feature_nodes is None else min(max_feature_nodes, act.n)
+    n_src = act.n + act.n_err + fp.n_tokens
+    if limit == act.n:
+        # every row is wanted: they go straight into the adjacency matrix (no second copy of the largest tensor),
+        # computed in (layer, position) order, for batches that stop low in the model
         A = torch.zeros(n_src + n_out, n_src + n_out)
-        R = A[:n_act, :n_src]
+        order, R_bias = _all_rows(act, A[: act.n, :n_src], batch_size, progress)
+        selected, keep_cols = order, torch.arange(n_src)
+        R = A[: act.n, :n_src]
     else:
-        R = torch.zeros(limit, n_src)  # feature rows, in the order computed
-    R_bias = torch.zeros(limit)
-    order = torch.zeros(limit, dtype=torch.long)  # active-feature index of each row
-    visited = torch.zeros(n_act, dtype=torch.bool)
-    done, pending = 0, torch.zeros(0, dtype=torch.long)
-    while done < limit:
-        if limit == n_act:  # every row is wanted: go in layer order, for batches that stop low in the model
-            nxt = (~visited).nonzero(as_tuple=True)[0][:batch_size]
-        else:
-            if pending.numel() == 0:
-                # Re-estimate influence from the rows so far, take the next update_interval batches' worth of the most
-                # influential rows, and compute them in (layer, position) order: a batch costs a backward pass down
-                # from its highest layer over its last position, so batches of neighbouring rows stop early (1.6-2x
-                # fewer FLOPs than batches mixing all layers, for the same rows).
-                ranking = _partial_influence(out_rows, weights, R[:done], order[:done])[:n_act]
-                want = min(batch_size * update_interval, limit - done)
-                pending = ranking.masked_fill(visited, -1.0).topk(want).indices.sort().values
-            nxt, pending = pending[:batch_size], pending[batch_size:]
-        r, b = rows_for(feature_targets(nxt))
-        R[done : done + nxt.numel()], R_bias[done : done + nxt.numel()] = r, b
-        order[done : done + nxt.numel()] = nxt
-        visited[nxt] = True
-        done += nxt.numel()
-        if progress is not None:
-            progress(done, limit)
-    if everything:  # computed in layer order already
-        selected, N = order, n_src + n_out
-        keep_cols = torch.arange(n_src)
-    else:
+        R, R_bias, order = _ranked_rows(act, out_rows, weights, limit, batch_size, update_interval, progress)
         perm = order.argsort()  # rows back in (layer, pos) order
         selected, R, R_bias = order[perm], R[perm], R_bias[perm]
-        N = selected.numel() + n_err + T + n_out
-        keep_cols = torch.cat([selected, torch.arange(n_act, n_src)])  # drop columns of unselected features
+        keep_cols = torch.cat([selected, torch.arange(act.n, n_src)])  # drop columns of unselected features
+        N = selected.numel() + act.n_err + fp.n_tokens + n_out
         A = torch.zeros(N, N)
         A[: selected.numel(), : N - n_out] = R[:, keep_cols]
-    n_sel = selected.numel()
+    N, n_sel = A.shape[0], selected.numel()
     A[N - n_out:, : N - n_out] = out_rows[:, keep_cols]
     bias = torch.zeros(N)
     bias[:n_sel], bias[N - n_out:] = R_bias, out_bias
     values = torch.zeros(N)
     values[:n_sel] = R.sum(1) + R_bias
     values[N - n_out:] = out_rows.sum(1) + out_bias
-    feats = torch.stack([act_layer[selected], act_pos[selected], act_idx[selected]], dim=1)
-    g = AttributionGraph(fp, feats, act_val[selected], outputs, weights, A, values, bias, n_act)
+    feats = torch.stack([act.layer[selected], act.pos[selected], act.idx[selected]], dim=1)
+    g = AttributionGraph(fp, feats, act.val[selected], outputs, weights, A, values, bias, act.n)
     g.timings["attribution_s"] = time.perf_counter() - t0
     return g
+
+
+class _Active:
+    """Every active feature of a prompt, in (layer, pos) order (their columns in ``Edges`` follow
+    ``LayerTrace.acts_*``), and the graph rows of any targets: direct effects from every source."""
+
+    def __init__(self, fp: FrozenPrompt):
+        self.fp = fp
+        layers = range(fp.rep.n_layers)
+        self.layer = torch.cat([torch.full((fp.layers[L].acts_pos.numel(),), L) for L in layers])
+        self.pos = torch.cat([fp.layers[L].acts_pos for L in layers])
+        self.idx = torch.cat([fp.layers[L].acts_idx for L in layers])
+        self.val = torch.cat([fp.layers[L].acts_val for L in layers])
+        self.n = self.layer.numel()
+        self.n_err = fp.rep.n_layers * fp.n_tokens
+
+    def rows(self, targets: list[Target]) -> tuple[Tensor, Tensor]:
+        """``([n, sources], bias [n])``: sources are the active features, the errors (layer-major), the tokens."""
+        e = self.fp.backward([(t.stage, t.pos, t.vector) for t in targets], torch.tensor([t.const for t in targets]))
+        feats = torch.cat(e.features, dim=1)
+        return torch.cat([feats, e.errors.flatten(1), e.tokens], dim=1), e.bias
+
+    def targets(self, ids: Tensor) -> list[Target]:
+        """The active features ``ids`` as targets (their pre-activations)."""
+        out = []
+        for j in ids.tolist():
+            L, p, f = int(self.layer[j]), int(self.pos[j]), int(self.idx[j])
+            v, c = self.fp.feature_vector(L, f, p)
+            out.append(Target(feature_label(L, f, p), "feature", self.fp.rep.mid_stage(L), p, v, c, L, f))
+        return out
+
+
+def _all_rows(act: _Active, R: Tensor, batch_size: int, progress) -> tuple[Tensor, Tensor]:
+    """Every feature's row, into ``R [n_active, sources]`` in order; returns ``(order, bias)``."""
+    R_bias = torch.zeros(act.n)
+    for s in range(0, act.n, batch_size):
+        e = min(s + batch_size, act.n)
+        R[s:e], R_bias[s:e] = act.rows(act.targets(torch.arange(s, e)))
+        if progress is not None:
+            progress(e, act.n)
+    return torch.arange(act.n), R_bias
+
+
+def _ranked_rows(act: _Active, out_rows: Tensor, weights: Tensor, limit: int, batch_size: int, update_interval: int,
+                 progress) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``limit`` most influential features' rows, ``(rows, bias, order)`` in the order computed.
+
+    Influence is re-estimated from the rows so far; the next ``update_interval`` batches' worth of the most
+    influential rows are computed in (layer, position) order: a batch costs a backward pass down from its highest
+    layer over its last position, so batches of neighbouring rows stop early (1.6-2x fewer FLOPs than batches
+    mixing all layers, for the same rows)."""
+    n_src = out_rows.shape[1]
+    R, R_bias = torch.zeros(limit, n_src), torch.zeros(limit)
+    order = torch.zeros(limit, dtype=torch.long)  # active-feature index of each row
+    visited = torch.zeros(act.n, dtype=torch.bool)
+    done, pending = 0, torch.zeros(0, dtype=torch.long)
+    while done < limit:
+        if pending.numel() == 0:
+            ranking = _partial_influence(out_rows, weights, R[:done], order[:done])[: act.n]
+            want = min(batch_size * update_interval, limit - done)
+            pending = ranking.masked_fill(visited, -1.0).topk(want).indices.sort().values
+        nxt, pending = pending[:batch_size], pending[batch_size:]
+        R[done : done + nxt.numel()], R_bias[done : done + nxt.numel()] = act.rows(act.targets(nxt))
+        order[done : done + nxt.numel()] = nxt
+        visited[nxt] = True
+        done += nxt.numel()
+        if progress is not None:
+            progress(done, limit)
+    return R, R_bias, order
 
 
 def _partial_influence(out_rows: Tensor, weights: Tensor, rows: Tensor, row_ids: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
 """Graph JSON in the schema circuit-tracer writes and Neuronpedia reads: ``{metadata, qParams, nodes, links}``.
+This module writes it and reads it back; nothing else spells or splits its node ids.
 
 Node ids follow circuit-tracer: features ``"{layer}_{feature}_{pos}"``, errors ``"{layer}_-1_{pos}"``, tokens
 ``"E_{token}_{pos}"``, outputs ``"{n_layers + 1}_{token}_{pos}"`` (targets that are not one vocabulary logit get a
@@ -10,13 +11,17 @@ pruning residuals (``feature_type`` says which). Our own extras live under ``met
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import CircuitError
 from ..paths import atomic_write_bytes
-from .graph import AttributionGraph, prune, scores
+from .graph import AttributionGraph, Pruned
 from .paths import Component, MergedGraph
 from .replacement import FrozenPrompt
 from .targets import Target
+
+FEATURE_TYPE = "cross layer transcoder"  # circuit-tracer's feature_type of a transcoder feature node
 
 
 def _tok(fp: FrozenPrompt, tid: int) -> str:
@@ -36,9 +41,13 @@ def _cantor(x: int, y: int) -> int:
     return (x + y) * (x + y + 1) // 2 + y
 
 
+def feature_node_id(layer: int, feature: int, pos: int) -> str:
+    return f"{layer}_{feature}_{pos}"
+
+
 def feature_node(layer: int, feature: int, pos: int, **kw) -> dict:
-    return _node(f"{layer}_{feature}_{pos}", feature=_cantor(layer, feature), layer=layer, pos=pos,
-                 ftype="cross layer transcoder", js=f"{layer}_{feature}-0", **kw)
+    return _node(feature_node_id(layer, feature, pos), feature=_cantor(layer, feature), layer=layer, pos=pos,
+                 ftype=FEATURE_TYPE, js=f"{layer}_{feature}-0", **kw)
 
 
 def error_node(layer: int, pos: int, **kw) -> dict:
@@ -83,9 +92,11 @@ def _wrap(metadata: dict, nodes: list[dict], links: list[dict]) -> dict:
     return {"metadata": metadata, "qParams": q, "nodes": nodes, "links": links}
 
 
-def attribution_graph_json(g: AttributionGraph, slug: str, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> dict:
+def attribution_graph_json(g: AttributionGraph, slug: str, pruned: Pruned, scores: tuple[float, float]) -> dict:
+    """The graph's pruned nodes and edges (``pruned``: :func:`~.graph.prune` at the thresholds it records) with
+    its ``(replacement, completeness)`` scores."""
     fp = g.fp
-    node_mask, edge_mask, cum = prune(g, node_threshold, edge_threshold)
+    node_mask, edge_mask, cum = pruned.node_mask, pruned.edge_mask, pruned.cumulative
     nodes: dict[int, dict] = {}
     for i in node_mask.nonzero(as_tuple=True)[0].tolist():
         if i < g.n_features:
@@ -104,11 +115,11 @@ def attribution_graph_json(g: AttributionGraph, slug: str, node_threshold: float
              for d, s in zip(dst.tolist(), src.tolist()) if s in nodes and d in nodes]
     used = {x["source"] for x in links} | {x["target"] for x in links}
     kept = [n for n in nodes.values() if n["node_id"] in used or n["feature_type"] in ("embedding", "logit")]
-    replacement, completeness = scores(g)
+    replacement, completeness = scores
     info = {"mode": "graph", "targets": [t.label for t in g.outputs], "replacement_score": replacement,
             "completeness_score": completeness, "active_features": g.n_active, "selected_features": g.n_features,
-            "edge_threshold": edge_threshold, **{k: round(v, 3) for k, v in g.timings.items()}}
-    return _wrap(_metadata(fp, slug, node_threshold, info), kept, links)
+            "edge_threshold": pruned.edge_threshold, **{k: round(v, 3) for k, v in g.timings.items()}}
+    return _wrap(_metadata(fp, slug, pruned.node_threshold, info), kept, links)
 
 
 def _component_node(fp: FrozenPrompt, c: Component, value: float, target: Target) -> dict:
@@ -156,3 +167,52 @@ def write_json(doc: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(doc, indent=1).encode())
     return path
+
+
+# ------------------------------------------------------------------------------------------------ reading
+@dataclass(frozen=True)
+class FeatureNode:
+    """A transcoder feature node of a graph JSON."""
+
+    layer: int
+    feature: int
+    pos: int
+    influence: float | None  # paths graphs: the signed path attribution; attribution graphs: cumulative influence
+    activation: float | None
+
+    @property
+    def node_id(self) -> str:
+        return feature_node_id(self.layer, self.feature, self.pos)
+
+
+def feature_of(node: dict) -> FeatureNode | None:
+    """The feature a node dict stands for, or None for any other node type."""
+    if node.get("feature_type") != FEATURE_TYPE:
+        return None
+    layer, feature, pos = (int(x) for x in str(node["node_id"]).split("_"))
+    return FeatureNode(layer, feature, pos, node.get("influence"), node.get("activation"))
+
+
+def feature_nodes(doc: dict) -> list[FeatureNode]:
+    """Every feature node of a graph JSON document, in file order."""
+    return [f for f in map(feature_of, doc["nodes"]) if f is not None]
+
+
+def graph_mode(doc: dict) -> str:
+    """``paths`` or ``graph`` (what wrote the document)."""
+    return doc["metadata"].get("info", {}).get("mode", "graph")
+
+
+def read_json(path: str | Path) -> dict:
+    """A graph JSON file, checked to have nodes and links; a one-line error otherwise."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), list) or "links" not in doc:
+            raise ValueError("no nodes/links")
+        feature_nodes(doc)
+        graph_mode(doc)
+    except FileNotFoundError:
+        raise CircuitError(f"graph file {path} does not exist: write one with `transcoders circuit --out {path}`") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CircuitError(f"{path} is not a graph JSON ({err}): write one with `transcoders circuit`") from None
+    return doc

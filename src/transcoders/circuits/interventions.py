@@ -5,15 +5,14 @@ with each edited layer's MLP output shifted by ``(z' - z) W_dec``: the transcode
 the real MLP output, so that with no edits the model is exactly the original (as circuit-tracer does). Edits
 propagate through everything downstream: attention, later MLPs, norms.
 
-Feature specs: ``L:F`` (every token), ``L:F@P`` (one token; negative counts from the end), ``L:*`` (every
-feature of layer L). Ops: zero, clamp to a value (``L:F@P=v``), scale (``L:F@P*x``), or patch from another
+Feature specs (:mod:`.specs`): ``L:F`` (every token), ``L:F@P`` (one token; negative counts from the end), ``L:*``
+(every feature of layer L). Ops: zero, clamp to a value (``L:F@P=v``), scale (``L:F@P*x``), or patch from another
 prompt (the activation that feature has there, at the same position counted from the end).
 """
 
 from __future__ import annotations
 
 import random
-import re
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -22,9 +21,8 @@ from torch import Tensor
 
 from ..errors import CircuitError
 from ..models.hooks import first_input, patch_mlp
-from .replacement import Replacement
-
-_SPEC = re.compile(r"(\d+):(\*|\d+)(?:@(-?\d+))?(?:([=*])(-?[0-9.eE+-]+))?")
+from .replacement import FrozenPrompt, Replacement
+from .specs import parse_edit_spec
 
 
 @dataclass
@@ -37,17 +35,9 @@ class Edit:
 
 
 def parse_edit(spec: str, op: str) -> Edit:
-    m = _SPEC.fullmatch(spec.strip())
-    if m is None:
-        raise CircuitError(f"cannot read feature {spec!r}: use LAYER:FEATURE[@POS] (clamp: ...=VALUE, scale: ...*FACTOR)")
-    layer, feat, pos, sym, num = m.groups()
-    need = {"clamp": "=", "scale": "*"}.get(op)
-    if need and sym != need:
-        raise CircuitError(f"--{op} {spec}: write {op} edits as LAYER:FEATURE[@POS]{need}{'VALUE' if op == 'clamp' else 'FACTOR'}")
-    if not need and sym:
-        raise CircuitError(f"--{op} {spec}: {op} takes no value; drop {sym}{num}")
-    return Edit(int(layer), None if feat == "*" else int(feat), None if pos is None else int(pos), op,
-                float(num) if num is not None else 0.0)
+    """``--zero/--clamp/--scale/--patch SPEC`` as an :class:`Edit` (the grammar is :mod:`.specs`'s)."""
+    f, value = parse_edit_spec(spec, op)
+    return Edit(f.layer, f.feature, f.pos, op, 0.0 if value is None else value)
 
 
 def _positions(pos: int | None, T: int) -> slice | int:
@@ -121,9 +111,7 @@ def run_model(rep: Replacement, ids: Tensor, edits: list[Edit] = (), patch_acts:
         finally:
             for h in handles:
                 h.remove()
-        logits = rep.adapter.final_norm()(final[0].to(lm.dtype)).float() @ rep.W_U
-        if rep.b_U is not None:
-            logits = logits + rep.b_U
+        logits = rep.adapter.logits(final[0], softcap=False, dtype=torch.float32)
     return Run(logits, read)
 
 
@@ -157,9 +145,7 @@ class Measure:
 
 
 def top_predictions(rep: Replacement, logits: Tensor, k: int = 5) -> list[tuple[str, float]]:
-    cap = rep.adapter.logit_softcap
-    probs = (torch.tanh(logits / cap) * cap if cap else logits).softmax(-1)
-    p, i = probs.topk(k)
+    p, i = rep.adapter.probabilities(logits).topk(k)
     tok = rep.lm.tokenizer
     return [(tok.decode([t]) if tok is not None else f"#{t}", float(q)) for t, q in zip(i.tolist(), p.tolist())]
 
@@ -201,7 +187,7 @@ def intervene(rep: Replacement, ids: Tensor, measure: Measure, edits: list[Edit]
                    top_predictions(rep, edited.logits))
 
 
-def random_edits(fp, edits: list[Edit], rng: random.Random) -> list[Edit]:
+def random_edits(fp: FrozenPrompt, edits: list[Edit], rng: random.Random) -> list[Edit]:
     """As many zero-edits as ``edits``, each on a randomly drawn feature active at the same layer and token (one not
     in ``edits`` where there is one): the control a circuit ablation is compared with. ``fp``: the prompt's trace."""
     T = fp.n_tokens

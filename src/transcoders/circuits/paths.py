@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .replacement import Contributions, FrozenPrompt
+from .specs import feature_label
 from .targets import Target
 
 
@@ -35,7 +36,7 @@ class Component:
     def __str__(self) -> str:
         k = self.kind
         if k == "feature":
-            return f"tc{self.layer}[{self.index}]@{self.pos}"
+            return feature_label(self.layer, self.index, self.pos)
         if k == "attn":
             return f"attn{self.layer}.h{self.index}@{self.dest}<-{self.pos}"
         if k == "skip":

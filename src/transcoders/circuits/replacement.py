@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from ..data.packing import bos_token_id
 from ..errors import CircuitError
+from ..models import LoadedModel
 from ..models.adapters import NormParams
 from ..models.hooks import first_input, first_output
 from .transcoder_set import TranscoderSet
@@ -188,7 +190,7 @@ class Edges:
 class Replacement:
     """A model with a transcoder set: traces prompts into :class:`FrozenPrompt` objects."""
 
-    def __init__(self, lm, tset: TranscoderSet):
+    def __init__(self, lm: LoadedModel, tset: TranscoderSet):
         a = lm.adapter
         tset.check_model(a.n_layers, a.d_model)
         self.lm, self.adapter, self.tset = lm, a, tset
@@ -218,6 +220,12 @@ class Replacement:
     def final_stage(self) -> int:
         return 2 * self.n_layers
 
+    def unembed(self, normed: Tensor) -> Tensor:
+        """Logits before softcapping from the final-normed residual ``[..., d]``; the frozen final norm, which makes
+        this linear in the residual stream, is the prompt's (:class:`FrozenPrompt`)."""
+        y = normed @ self.W_U
+        return y if self.b_U is None else y + self.b_U
+
     def attn_writes_into(self, layer: int, stage: int) -> bool:
         return stage >= 2 * layer + 1
 
@@ -228,8 +236,6 @@ class Replacement:
     def tokenize(self, prompts: str | Sequence[str]) -> list[Tensor]:
         """Token ids as the transcoders saw them in training: the BOS token the training contexts start with
         (``data.packing.bos_token_id``), then the text's own tokens."""
-        from ..data.packing import bos_token_id
-
         if isinstance(prompts, str):
             prompts = [prompts]
         tok = self.lm.tokenizer
@@ -380,8 +386,7 @@ class FrozenPrompt:
 
     def logits(self, pos: int = -1) -> Tensor:
         """Logits ``[V]`` at a position, before any softcapping (what logit targets attribute)."""
-        y = self.final_norm(self.final[pos], pos) @ self.rep.W_U
-        return y if self.rep.b_U is None else y + self.rep.b_U
+        return self.rep.unembed(self.final_norm(self.final[pos], pos))
 
     def pre_acts(self, L: int) -> Tensor:
         """Real transcoder pre-activations ``[T, width]`` at layer L."""
@@ -503,10 +508,7 @@ class FrozenPrompt:
             m = out if t.mlp_out_norm is None else t.mlp_out_norm(out)
             r = r_mid + m + delta.get(2 * L + 2, 0)
             resid[2 * L + 1], resid[2 * L + 2] = r_mid, r
-        logits = self.final_norm(r) @ rep.W_U
-        if rep.b_U is not None:
-            logits = logits + rep.b_U
-        return {"pre": pre, "resid": resid, "logits": logits}
+        return {"pre": pre, "resid": resid, "logits": rep.unembed(self.final_norm(r))}
 
     # ---- the linear model run backwards, many targets at once
     def backward(self, targets: Sequence[tuple[int, int, Tensor]], consts: Tensor | None = None) -> Edges:

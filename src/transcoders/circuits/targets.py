@@ -4,7 +4,7 @@ Spellings (``--target`` on the command line):
 
 ==========================  ==============================================================================
 ``L:F`` or ``L:F@P``        transcoder feature F of layer L at token position P (default: the last token);
-                            its value is the feature's pre-activation
+                            its value is the feature's pre-activation (also ``tcL[F]@P``; see :mod:`.specs`)
 ``logit:TOK``               the logit of a token at the last position (before any softcapping); TOK is the
                             token's text (``3``, ``' Paris'`` with quotes for leading spaces) or ``#ID``
 ``logit:A-B``               a logit difference, e.g. ``logit:3-2`` = logit("3") - logit("2")
@@ -21,17 +21,18 @@ Negative positions count from the end (``@-1`` is the last token).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
+import numpy as np
 import torch
+from safetensors.torch import load_file
 from torch import Tensor
 
 from ..errors import CircuitError
 from .replacement import FrozenPrompt
-
-_FEATURE = re.compile(r"(?:tc|mlp)?(\d+)[:\[](\d+)\]?(?:@(-?\d+))?")
+from .specs import SYNTAX, feature_label, parse_feature
 
 
 @dataclass
@@ -53,10 +54,10 @@ class Target:
         return float(self.vector @ fp.resid(self.stage)[self.pos]) + self.const
 
 
-def _pos(fp: FrozenPrompt, text: str | None) -> int:
-    if text is None:
+def _pos(fp: FrozenPrompt, p: int | str | None) -> int:
+    if p is None:
         return fp.n_tokens - 1
-    p = int(text)
+    p = int(p)
     if not -fp.n_tokens <= p < fp.n_tokens:
         raise CircuitError(f"position {p} is outside the prompt (it has {fp.n_tokens} tokens: 0-{fp.n_tokens - 1})")
     return p % fp.n_tokens
@@ -70,7 +71,7 @@ def feature_target(fp: FrozenPrompt, layer: int, feature: int, pos: int) -> Targ
     if not 0 <= feature < width:
         raise CircuitError(f"feature {feature} does not exist: layer {layer}'s transcoder has features 0-{width - 1}")
     v, c = fp.feature_vector(layer, feature, pos)
-    return Target(f"tc{layer}[{feature}]@{pos}", "feature", rep.mid_stage(layer), pos, v, c, layer, feature)
+    return Target(feature_label(layer, feature, pos), "feature", rep.mid_stage(layer), pos, v, c, layer, feature)
 
 
 def token_id(fp: FrozenPrompt, text: str) -> int:
@@ -136,12 +137,8 @@ def load_vector(path: str, d_model: int) -> Tensor:
         raise CircuitError(f"direction file {path} does not exist")
     try:
         if p.suffix == ".npy":
-            import numpy as np
-
             v = torch.from_numpy(np.load(p))
         elif p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             tensors = load_file(str(p))
             if len(tensors) != 1:
                 raise CircuitError(f"{path} holds {len(tensors)} tensors; a direction file must hold exactly one")
@@ -189,10 +186,10 @@ def parse_target(fp: FrozenPrompt, spec: str) -> Target:
         pos = _pos(fp, p)
         return Target(f"resid{layer}[{Path(path).stem}]@{pos}", "direction", 2 * layer, pos,
                       load_vector(path, rep.d_model), 0.0)
-    m = _FEATURE.fullmatch(spec)
-    if m is None:
-        raise CircuitError(
-            f"cannot read target {spec!r}: use LAYER:FEATURE[@POS] (e.g. 8:123@-1), logit:TOKEN, logit:A-B, logit:A,B-C,D "
-            "or resid:LAYER:FILE[@POS]"
-        )
-    return feature_target(fp, int(m.group(1)), int(m.group(2)), _pos(fp, m.group(3)))
+    try:
+        f = parse_feature(spec, flag="--target")
+    except CircuitError:
+        raise CircuitError(f"cannot read target {spec!r}: use {SYNTAX}, logit:TOKEN, logit:A-B, logit:A,B-C,D "
+                           "or resid:LAYER:FILE[@POS]") from None
+    assert f.feature is not None
+    return feature_target(fp, f.layer, f.feature, _pos(fp, f.pos))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..dictionary import Dictionary
-from ..dictionary.io import CONFIG_FILE, load_dictionary, read_config
+from ..dictionary import Dictionary, load_dictionary, read_config
+from ..dictionary import runs as R
 from ..errors import CircuitError
 
 
@@ -40,17 +40,12 @@ class TranscoderSet:
     def load(cls, path: str | Path, *, device: str = "cpu") -> "TranscoderSet":
         """A set folder (``layer_NN/`` run folders inside) or a single run folder."""
         path = Path(path)
-        if (path / CONFIG_FILE).is_file():
-            runs = [path]
-        else:
-            runs = sorted(p.parent for p in path.glob("layer_*/" + CONFIG_FILE))
-            if not runs:
-                if not path.is_dir():
-                    raise CircuitError(f"{path} does not exist: train a set with `transcoders train --layers all --out {path}`")
-                raise CircuitError(
-                    f"{path} holds no transcoders (no layer_NN/config.json): train a set with "
-                    f"`transcoders train --layers all --out {path}`"
-                )
+        if not path.is_dir():
+            raise CircuitError(f"{path} does not exist: train a set with `transcoders train --layers all --out {path}`")
+        runs = [path] if R.is_run(path) else R.layer_runs(path)
+        if not runs:
+            raise CircuitError(f"{path} holds no finished transcoders (neither a run nor a set of layer runs): train "
+                               f"a set with `transcoders train --layers all --out {path}`")
         configs = {run: read_config(run) for run in runs}
         models = {cfg.model for cfg in configs.values()}
         if len(models) > 1:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..dictionary import directions as D
 from ..errors import CircuitError
-from ..features import weights as FW
 from .replacement import Replacement
 
 
@@ -31,9 +31,8 @@ class Ranked:
 
 
 def _ranked(scores: Tensor, k: int) -> Ranked:
-    k = min(k, scores.numel())
-    t, b = scores.topk(k), (-scores).topk(k)
-    return Ranked(list(zip(t.indices.tolist(), t.values.tolist())), list(zip(b.indices.tolist(), (-b.values).tolist())))
+    ti, tv, bi, bv = (t[0].tolist() for t in D.top_bottom(scores[None], k))
+    return Ranked(list(zip(ti, tv)), list(zip(bi, bv)))
 
 
 def _check(rep: Replacement, layer: int, feature: int | None = None) -> None:
@@ -46,13 +45,13 @@ def _check(rep: Replacement, layer: int, feature: int | None = None) -> None:
 def encoder_direction(rep: Replacement, layer: int, feature: int) -> Tensor:
     """The feature's encoder row pulled back through the pre-MLP norm's gain: a residual-stream direction."""
     _check(rep, layer, feature)
-    return FW.encoder_directions(rep.adapter, rep.tset[layer], [feature])[0]
+    return D.encoder_directions(rep.adapter, rep.tset[layer], [feature])[0]
 
 
 def decoder_direction(rep: Replacement, layer: int, feature: int) -> Tensor:
     """What the feature writes into the residual stream (through any post-MLP norm's gain)."""
     _check(rep, layer, feature)
-    return FW.decoder_directions(rep.adapter, rep.tset[layer], [feature])[0]
+    return D.decoder_directions(rep.adapter, rep.tset[layer], [feature])[0]
 
 
 def ov_back(rep: Replacement, layer: int, head: int, direction: Tensor) -> Tensor:
@@ -60,10 +59,8 @@ def ov_back(rep: Replacement, layer: int, head: int, direction: Tensor) -> Tenso
     if not 0 <= layer < rep.n_layers or not 0 <= head < rep.n_heads:
         raise CircuitError(f"head {layer}.{head} does not exist: layers 0-{rep.n_layers - 1}, heads 0-{rep.n_heads - 1}")
     lw = rep.layers[layer]
-    if lw.attn_out_norm is not None:
-        direction = direction * lw.attn_out_norm.gain
-    u = lw.W_V[head] @ (lw.W_O[head] @ direction)
-    return FW.center(u * lw.attn_norm.gain, lw.attn_norm)
+    u = lw.W_V[head] @ (lw.W_O[head] @ D.write_through(direction, lw.attn_out_norm))
+    return D.read_through(u, lw.attn_norm)
 
 
 def deembedding(rep: Replacement, layer: int, feature: int, *, head: tuple[int, int] | None = None, k: int = 10) -> Ranked:
@@ -73,11 +70,11 @@ def deembedding(rep: Replacement, layer: int, feature: int, *, head: tuple[int, 
         if head[0] > layer:
             raise CircuitError(f"head {head[0]}.{head[1]} runs after layer {layer}'s MLP: pick a head in layers 0-{layer}")
         v = ov_back(rep, head[0], head[1], v)
-    return _ranked(FW.embedding_matrix(rep.adapter) @ v, k)
+    return _ranked(D.embedding_matrix(rep.adapter) @ v, k)
 
 
 def logit_effects(rep: Replacement, layer: int, feature: int, k: int = 10) -> Ranked:
-    return _ranked(FW.logit_effects(rep.adapter, decoder_direction(rep, layer, feature)[None])[0], k)
+    return _ranked(D.logit_effects(rep.adapter, decoder_direction(rep, layer, feature)[None])[0], k)
 
 
 def pullback(rep: Replacement, layer: int, feature: int, onto: int, k: int = 10) -> Ranked:
@@ -86,11 +83,7 @@ def pullback(rep: Replacement, layer: int, feature: int, onto: int, k: int = 10)
     if onto >= layer:
         raise CircuitError(f"--onto {onto} must be an earlier layer than {layer}")
     v = encoder_direction(rep, layer, feature)
-    W = rep.tset[onto].W_dec.float()
-    post = rep.layers[onto].mlp_out_norm
-    if post is not None:
-        W = W * post.gain
-    return _ranked(W @ v, k)
+    return _ranked(D.decoder_directions(rep.adapter, rep.tset[onto]) @ v, k)
 
 
 def top_connections(rep: Replacement, src: int, dst: int, k: int = 20) -> list[tuple[int, int, float]]:
@@ -99,11 +92,8 @@ def top_connections(rep: Replacement, src: int, dst: int, k: int = 20) -> list[t
     _check(rep, dst)
     if src >= dst:
         raise CircuitError(f"connections run upwards: the source layer ({src}) must be below the destination ({dst})")
-    W = rep.tset[src].W_dec.float()
-    post = rep.layers[src].mlp_out_norm
-    if post is not None:
-        W = W * post.gain
-    E = FW.center(rep.tset[dst].W_enc.float() * rep.layers[dst].mlp_norm.gain, rep.layers[dst].mlp_norm)
+    W = D.decoder_directions(rep.adapter, rep.tset[src])
+    E = D.encoder_directions(rep.adapter, rep.tset[dst])
     M = W @ E.T  # [F_src, F_dst]
     top = M.flatten().abs().topk(min(k, M.numel())).indices
     return [(int(i) // M.shape[1], int(i) % M.shape[1], float(M.flatten()[i])) for i in top]

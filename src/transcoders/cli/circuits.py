@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from . import config_from
+from ..circuits.api import (
+    CircuitConfig,
+    ConnectionsConfig,
+    InterveneConfig,
+    check_prompt,
+    run_circuit,
+    run_connections,
+    run_intervene,
+)
+from ..flags import add_dataclass_args, config_from
+from .common import add_command, add_quiet
 
 
 def _circuit(ns: argparse.Namespace) -> int:
-    from ..circuits.api import CircuitConfig, check_prompt, run_circuit
-
     cfg = config_from(ns, CircuitConfig)
     check_prompt(cfg.prompt)
     report, _, _ = run_circuit(cfg, progress=not ns.quiet)
@@ -17,76 +25,64 @@ def _circuit(ns: argparse.Namespace) -> int:
     return 0
 
 
-def add_circuit_parsers(sub) -> None:
-    from ..circuits.api import CircuitConfig
-    from . import add_dataclass_args
-
-    c = sub.add_parser(
-        "circuit",
+def add_circuit(sub: argparse._SubParsersAction) -> None:
+    c = add_command(
+        sub, "circuit", func=_circuit,
         help="explain a feature or logit on a prompt: top paths or a full attribution graph, written as graph JSON",
         description="Trace the prompt once with the transcoder set spliced in (errors kept, so the forward is the real "
         "model's), freeze attention patterns and norm scales, and attribute the target exactly: every contribution is an "
         "activation times a weight product, inhibitory ones included, and a node's contributions plus its error and bias "
         "terms add up to its real value. --mode paths runs the paper's greedy path search; --mode graph builds a "
         "circuit-tracer-style attribution graph. Either way a graph JSON (circuit-tracer / Neuronpedia schema) is written.",
-        epilog="examples:\n"
-        "  transcoders circuit --set runs/set --prompt 'The war lasted from the year 1732 to the year 17' --target logit:4-2\n"
-        "  transcoders circuit --set runs/set --prompt 'The capital of France is' --mode graph\n"
-        "  transcoders circuit --set runs/set --prompt 'I like cats and dogs' --target 12:345@-1 --depth 4",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=[
+            "transcoders circuit --set runs/set --prompt 'The war lasted from the year 1732 to the year 17' --target logit:4-2",
+            "transcoders circuit --set runs/set --prompt 'The capital of France is' --mode graph",
+            "transcoders circuit --set runs/set --prompt 'I like cats and dogs' --target 12:345@-1 --depth 4",
+        ],
     )
     add_dataclass_args(c, CircuitConfig)
-    c.add_argument("--quiet", action="store_true", help="no progress bar")
-    c.set_defaults(func=_circuit)
-    add_weight_and_intervention_parsers(sub)
+    add_quiet(c)
 
 
 def _connections(ns: argparse.Namespace) -> int:
-    from ..circuits.api import ConnectionsConfig, run_connections
-
     print(run_connections(config_from(ns, ConnectionsConfig)))
     return 0
 
 
 def _intervene(ns: argparse.Namespace) -> int:
-    from ..circuits.api import InterveneConfig, run_intervene
-
     cfg = config_from(ns, InterveneConfig)
     print(run_intervene(cfg, zero=ns.zero, clamp=ns.clamp, scale=ns.scale, patch=ns.patch))
     return 0
 
 
-def add_weight_and_intervention_parsers(sub) -> None:
-    from ..circuits.api import ConnectionsConfig, InterveneConfig
-    from . import add_dataclass_args
-
-    c = sub.add_parser(
-        "connections",
+def add_connections(sub: argparse._SubParsersAction) -> None:
+    c = add_command(
+        sub, "connections", func=_connections,
         help="weights-only analysis of a feature: de-embeddings, logit effects, pullbacks; or the strongest weights between two layers",
         description="Input-invariant tables read from the weights alone (no prompt): which tokens excite a feature directly "
         "(de-embedding) or through an attention head's OV circuit, which next tokens it promotes and suppresses, which "
         "earlier features feed it most strongly (pullback), or the strongest feature-to-feature weights between two layers.",
-        epilog="examples:\n  transcoders connections --set runs/set --feature 8:123 --head 5.3\n"
-        "  transcoders connections --set runs/set --layers 0,8 --top 20",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["transcoders connections --set runs/set --feature 8:123 --head 5.3",
+                  "transcoders connections --set runs/set --layers 0,8 --top 20"],
     )
     add_dataclass_args(c, ConnectionsConfig)
-    c.set_defaults(func=_connections)
 
-    i = sub.add_parser(
-        "intervene",
+
+def add_intervene(sub: argparse._SubParsersAction) -> None:
+    i = add_command(
+        sub, "intervene", func=_intervene,
         help="zero, clamp, scale or patch features in the real model (or ablate a found circuit) and watch a logit or feature",
         description="Run the real model with the set's transcoders editing their own features: each edited layer's MLP output "
         "moves by (z' - z) W_dec, so with no edits the model is unchanged, and edits propagate through everything "
         "downstream. Reports the target before and after, the top predictions, and (with --random N) the same number of "
         "random active features zeroed as a baseline. Features: LAYER:FEATURE[@POS] (POS negative from the end; LAYER:* "
         "for every feature of a layer).",
-        epilog="examples:\n"
-        "  transcoders intervene --set runs/set --prompt 'The capital of France is' --zero 12:345@-1\n"
-        "  transcoders intervene --set runs/set --prompt '...' --clamp 8:77@-1=5 --scale 10:3*0.5\n"
-        "  transcoders intervene --set runs/set --prompt '... 1732 to the year 17' --target logit:4-2 \\\n"
-        "      --ablate-circuit runs/set/graphs/x-paths.json --circuit-top 20 --random 20",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=[
+            "transcoders intervene --set runs/set --prompt 'The capital of France is' --zero 12:345@-1",
+            "transcoders intervene --set runs/set --prompt '...' --clamp 8:77@-1=5 --scale 10:3*0.5",
+            "transcoders intervene --set runs/set --prompt '... 1732 to the year 17' --target logit:4-2 \\",
+            "    --ablate-circuit runs/set/graphs/x-paths.json --circuit-top 20 --random 20",
+        ],
     )
     add_dataclass_args(i, InterveneConfig)
     i.add_argument("--zero", action="append", default=[], metavar="L:F[@P]", help="set a feature to 0 (repeatable)")
@@ -94,4 +90,3 @@ def add_weight_and_intervention_parsers(sub) -> None:
     i.add_argument("--scale", action="append", default=[], metavar="L:F[@P]*X", help="multiply a feature by X (repeatable)")
     i.add_argument("--patch", action="append", default=[], metavar="L:F[@P]",
                    help="take a feature's activation from --patch-from (repeatable; L:* for the whole layer)")
-    i.set_defaults(func=_intervene)

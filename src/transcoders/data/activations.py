@@ -12,7 +12,7 @@ so several dictionaries (other widths, kinds, λ) can train from one model pass.
 
 Under torchrun (``group``), each rank harvests its share of a chunk's contexts and the
 shares are gathered back in context order, so chunks and batches are the same as in one
-process (see ``training/distributed.py``); ``owners`` sends a layer's activations to one
+process (see ``transcoders/distributed.py``); ``owners`` sends a layer's activations to one
 rank only (``--distribute-layers``).
 """
 
@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import torch
 from safetensors.torch import load_file, save
 
+from ..distributed import Group
 from ..errors import CheckpointError
+from ..models import LoadedModel, capture
 from ..paths import atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ class ActivationSource:
 
     def __init__(
         self,
-        lm,
+        lm: LoadedModel,
         contexts: Contexts,
         layers: list[int],
         *,
@@ -71,11 +73,9 @@ class ActivationSource:
         cache_dir: str | Path | None = None,
         cache_dtype: torch.dtype = torch.float16,
         special_ids: set[int] | None = None,
-        group=None,
+        group: Group | None = None,
         owners: dict[int, int] | None = None,
     ):
-        from ..training.distributed import Group
-
         self.lm = lm
         self.contexts = contexts
         self.layers = sorted(layers)
@@ -118,8 +118,6 @@ class ActivationSource:
         return out
 
     def _harvest(self, tokens: torch.Tensor, layers: list[int] | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        from ..models import capture
-
         layers = layers or self.layers
         names = [n for layer in layers for n in hook_names(layer)]
         keep = ~torch.isin(tokens, torch.tensor(sorted(self.special_ids), dtype=tokens.dtype)) if self.special_ids else torch.ones_like(tokens, dtype=torch.bool)

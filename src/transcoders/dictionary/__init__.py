@@ -1,9 +1,12 @@
-"""Sparse dictionaries (transcoder, skip transcoder, SAE): module, config, save/load."""
+"""Sparse dictionaries (transcoder, skip transcoder, SAE): the module and its activations, save/load, the
+run-folder layout (:mod:`.runs`), feature directions in the model (:mod:`.directions`) and other tools' formats
+(:mod:`.interop`)."""
 
+from .activations import ACTIVATIONS, Activation, Encoded, InferenceForm, activation
 from .io import CONFIG_FILE, WEIGHTS_FILE, load_dictionary, read_config, save_dictionary
-from .module import ACTIVATIONS, KINDS, Dictionary, DictionaryConfig, Encoded
+from .module import KINDS, Dictionary, DictionaryConfig
 
 __all__ = [
-    "ACTIVATIONS", "CONFIG_FILE", "Dictionary", "DictionaryConfig", "Encoded", "KINDS",
-    "WEIGHTS_FILE", "load_dictionary", "read_config", "save_dictionary",
+    "ACTIVATIONS", "CONFIG_FILE", "KINDS", "WEIGHTS_FILE", "Activation", "Dictionary", "DictionaryConfig", "Encoded",
+    "InferenceForm", "activation", "load_dictionary", "read_config", "save_dictionary",
 ]

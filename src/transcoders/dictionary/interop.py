@@ -11,24 +11,29 @@
   and ``activation_function.threshold [F]`` (JumpReLU; absent means ReLU).
   encode = act(x @ W_enc.T + b_enc), decode = z @ W_dec + b_dec (+ x @ W_skip.T).
 
-BatchTopK is exported as what it is at inference, a JumpReLU with one shared threshold (as SAELens
-does). Tensors are copied bit for bit, so export then import reproduces outputs exactly.
+What is exported is a dictionary's inference form (:meth:`Dictionary.inference_form`): ReLU, TopK or JumpReLU.
+BatchTopK is exported as what it is at inference, a JumpReLU with one shared threshold (as SAELens does).
+Tensors are copied bit for bit, so export then import reproduces outputs exactly.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+import yaml
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from ..errors import CheckpointError
-from ..paths import atomic_write_bytes, atomic_write_json
+from ..errors import CheckpointError, RunExistsError
+from ..paths import atomic_replace_dir, atomic_write_bytes, atomic_write_json
 from .io import load_dictionary, save_dictionary
 from .module import Dictionary, DictionaryConfig
+from .runs import layer_dir
 
 FORMATS = ("saelens", "circuit-tracer")
 IMPORT_FORMATS = FORMATS + ("sparsify",)
@@ -44,27 +49,22 @@ def _site(hook: str) -> str:
     return "out" if hook.endswith(".out") else "in"
 
 
-def _threshold(d: Dictionary) -> torch.Tensor | None:
-    t = d.thresholds()
-    return None if t is None else t.contiguous()
-
-
 # ------------------------------------------------------------------ SAELens
-def _saelens_architecture(d: Dictionary) -> str:
-    kind, act = d.cfg.kind, d.cfg.activation
-    jump = act in ("jumprelu", "batchtopk")
+def _saelens_architecture(kind: str, form: str) -> str:
+    """SAELens's architecture name for a dictionary of ``kind`` whose inference form is ``form``."""
     if kind == "sae":
-        return {"relu": "standard", "topk": "topk"}.get(act, "jumprelu")
-    if act == "topk":
+        return {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}[form]
+    if form == "topk":
         raise CheckpointError(
             f"SAELens has no TopK {kind}: export it with --to circuit-tracer, or train with --activation batchtopk or relu"
         )
     base = "skip_transcoder" if kind == "skip-transcoder" else "transcoder"
-    return f"jumprelu_{base}" if jump else base
+    return f"jumprelu_{base}" if form == "jumprelu" else base
 
 
 def export_saelens(d: Dictionary, out: Path) -> Path:
-    arch = _saelens_architecture(d)
+    form = d.inference_form()
+    arch = _saelens_architecture(d.cfg.kind, form.name)
     c = d.cfg
     hook_in = (TL_MLP_IN if _site(c.hook_in) == "in" else TL_MLP_OUT).format(layer=c.layer)
     hook_out = (TL_MLP_IN if _site(c.hook_out) == "in" else TL_MLP_OUT).format(layer=c.layer)
@@ -72,16 +72,16 @@ def export_saelens(d: Dictionary, out: Path) -> Path:
                "W_dec": d.W_dec.detach().contiguous(), "b_dec": d.b_dec.detach().clone()}
     if d.W_skip is not None:
         tensors["W_skip"] = d.W_skip.detach().contiguous()
-    if arch.startswith("jumprelu"):
-        tensors["threshold"] = _threshold(d)
+    if form.threshold is not None:
+        tensors["threshold"] = form.threshold.contiguous()
     cfg = {
         "architecture": arch, "d_in": c.d_in, "d_sae": c.width, "dtype": str(d.W_enc.dtype).replace("torch.", ""),
         "device": "cpu", "apply_b_dec_to_input": False, "normalize_activations": "none", "reshape_activations": "none",
         "metadata": {"model_name": c.model, "hook_name": hook_in, "hook_head_index": None, "prepend_bos": True,
                      "exported_by": "transcoders", "transcoders_config": c.to_dict()},
     }
-    if c.activation == "topk":
-        cfg["k"] = c.k
+    if form.k is not None:
+        cfg["k"] = form.k
     if c.kind != "sae":
         cfg.update({"d_out": c.d_out, "hook_name_out": hook_out, "hook_layer_out": c.layer, "hook_head_index_out": None})
     out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +169,7 @@ def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
     widths = {d.width for d in dicts}
     if len(widths) != 1:
         raise CheckpointError(f"circuit-tracer needs one width for all layers, these runs have {sorted(widths)}")
-    acts = {d.cfg.activation for d in dicts}
+    forms = {d.cfg.layer: d.inference_form() for d in dicts}
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for d in sorted(dicts, key=lambda d: d.cfg.layer):
@@ -177,24 +177,21 @@ def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
              "b_enc": d.b_enc.detach().clone(), "b_dec": d.b_dec.detach().clone()}
         if d.W_skip is not None:
             t["W_skip"] = d.W_skip.detach().contiguous()
-        if d.cfg.activation in ("jumprelu", "batchtopk"):
-            t["activation_function.threshold"] = _threshold(d)
+        threshold = forms[d.cfg.layer].threshold
+        if threshold is not None:
+            t["activation_function.threshold"] = threshold.contiguous()
         name = f"layer_{d.cfg.layer}.safetensors"
         atomic_write_bytes(out / name, save(t, metadata={"transcoders_config": json.dumps(d.cfg.to_dict())}))
         files.append(name)
-    import yaml
-
     cfg = {"model_kind": "transcoder_set", "model_name": dicts[0].cfg.model, "feature_input_hook": CT_MLP_IN,
            "feature_output_hook": CT_MLP_OUT, "transcoders": [str((out / f).resolve()) for f in files]}
-    if acts == {"topk"}:  # read by circuit-tracer's hub loader; its local loader builds ReLU/JumpReLU from keys only
-        cfg.update({"activation": "topk", "k": dicts[0].cfg.k})
+    if {f.name for f in forms.values()} == {"topk"}:  # read by circuit-tracer's hub loader; its local loader builds
+        cfg.update({"activation": "topk", "k": dicts[0].cfg.k})  # ReLU/JumpReLU from the tensors' keys only
     atomic_write_bytes(out / CT_CONFIG, yaml.safe_dump(cfg, sort_keys=False).encode())
     return out
 
 
 def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionary]:
-    import yaml
-
     cfg = {}
     if (src / CT_CONFIG).exists():
         try:
@@ -236,7 +233,7 @@ def export_runs(run_dirs: list[Path], fmt: str, out: Path) -> list[Path]:
     if fmt == "saelens":
         if len(dicts) == 1:
             return [export_saelens(dicts[0], out)]
-        return [export_saelens(d, out / f"layer_{d.cfg.layer:02d}") for d in dicts]
+        return [export_saelens(d, layer_dir(out, d.cfg.layer)) for d in dicts]
     raise CheckpointError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
@@ -271,11 +268,26 @@ def import_runs(src: Path, out: Path, fmt: str | None = None, model: str | None 
     if len(dicts) == 1:
         save_dictionary(dicts[0], out)
         return [out]
-    runs = []
-    for d in dicts:
-        save_dictionary(d, out / f"layer_{d.cfg.layer:02d}")
-        runs.append(out / f"layer_{d.cfg.layer:02d}")
+    runs = [layer_dir(out, d.cfg.layer) for d in dicts]
+    for d, run in zip(dicts, runs):
+        save_dictionary(d, run)
     return runs
+
+
+def import_folder(src: Path, out: Path, fmt: str | None = None, model: str | None = None,
+                  overwrite: bool = False) -> list[Path]:
+    """:func:`import_runs` into a fresh sibling folder, swapped in for ``out`` only when complete: a failed import
+    loses nothing. An existing non-empty ``out`` needs ``overwrite``."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise RunExistsError(f"{out} already exists: pass --overwrite to replace it, or choose another folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.import."))
+    try:
+        paths = import_runs(src, tmp / "run", fmt=fmt, model=model)
+        atomic_replace_dir(tmp / "run", out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out / p.relative_to(tmp / "run") for p in paths]
 
 
 # ------------------------------------------------------------------ helpers
@@ -305,8 +317,6 @@ def _mlp_site(hook: str, src: Path) -> str:
 
 
 def _our_config(f: Path) -> dict:
-    from safetensors import safe_open
-
     with safe_open(str(f), "pt") as h:
         meta = h.metadata() or {}
     try:

@@ -4,13 +4,9 @@
     z   = act(pre)
     ŷ   = z @ W_dec + b_dec (+ x @ W_skip.T for a skip transcoder)
 
-Activations:
-    relu       z = max(pre, 0)                       (the paper; trained with an L1 penalty)
-    topk       ReLU of the k largest pre-activations of each token, the rest 0
-    batchtopk  training: the k·N largest over a batch of N tokens (so L0 averages k);
-               inference: pre · (pre > θ) with one learned threshold θ (a buffer)
-    jumprelu   pre · (pre > θ_i) with a learned threshold per feature (``threshold``),
-               trained through straight-through estimators (Rajamanoharan et al. 2024)
+The activation (relu, topk, batchtopk, jumprelu) is an object from :mod:`.activations`: the dictionary asks it for
+codes, its sparsity penalty, its after-step update, its parameter groups and its inference form, so that an
+activation is described in one place.
 
 Rows of ``W_enc`` and ``W_dec`` are the features' encoder and decoder vectors
 (``W_enc: [width, d_in]``, ``W_dec: [width, d_out]``), so ``W_enc[i]`` reads feature i
@@ -22,18 +18,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import NamedTuple
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .activations import ACTIVATIONS, Encoded, InferenceForm, activation
 from .sparse import selected_preacts
 
 KINDS = ("transcoder", "skip-transcoder", "sae")
-ACTIVATIONS = ("relu", "topk", "batchtopk", "jumprelu")
-USES_K = ("topk", "batchtopk")  # sparsity set by k
-USES_PENALTY = ("relu", "jumprelu")  # sparsity set by a penalty coefficient λ
 
 
 @dataclass
@@ -62,11 +56,10 @@ class DictionaryConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown dictionary kind {self.kind!r}: use one of {', '.join(KINDS)}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {self.activation!r}: use one of {', '.join(ACTIVATIONS)}")
-        if self.activation in USES_K and (self.k is None or not 0 < self.k <= self.width):
+        uses_k = activation(self.activation).uses_k  # ValueError for an unknown activation
+        if uses_k and (self.k is None or not 0 < self.k <= self.width):
             raise ValueError(f"{self.activation} needs 0 < k <= width, got k={self.k}, width={self.width}")
-        if self.activation not in USES_K:
+        if not uses_k:
             self.k = None
 
     def to_dict(self) -> dict:
@@ -88,67 +81,6 @@ class DictionaryConfig:
         return cls(**d)
 
 
-class Encoded(NamedTuple):
-    """Sparse codes. For TopK ``values``/``indices`` hold the k active entries per row;
-    for ReLU they are ``None`` and ``dense`` is the full code. ``pre`` are the
-    pre-activations (the trainer's auxiliary loss reads them)."""
-
-    dense: torch.Tensor | None  # [N, width] (None on the sparse TopK training path)
-    values: torch.Tensor | None  # [N, k]
-    indices: torch.Tensor | None  # [N, k]
-    pre: torch.Tensor  # [N, width]
-
-    def l0(self) -> torch.Tensor:
-        """Active features per row, ``[N]``."""
-        if self.dense is not None:
-            return (self.dense > 0).sum(-1)
-        return (self.values > 0).sum(-1)
-
-    def fired(self, width: int) -> torch.Tensor:
-        """Bool ``[width]``: which features fired on any row."""
-        if self.dense is not None:
-            return (self.dense > 0).any(0)
-        out = torch.zeros(width, dtype=torch.bool, device=self.values.device)
-        out[self.indices[self.values > 0]] = True
-        return out
-
-
-class _JumpReLU(torch.autograd.Function):
-    """pre · (pre > θ); θ gets the pseudo-derivative −θ/ε · rect((pre − θ)/ε) (Rajamanoharan et al. 2024)."""
-
-    @staticmethod
-    def forward(ctx, pre, threshold, bandwidth: float):
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return pre * (pre > threshold)
-
-    @staticmethod
-    def backward(ctx, grad):
-        pre, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        near = ((pre - threshold).abs() < eps / 2).to(grad.dtype)
-        g_pre = grad * (pre > threshold)
-        g_thr = (-(threshold / eps) * near * grad).sum(0)
-        return g_pre, g_thr, None
-
-
-class _Step(torch.autograd.Function):
-    """1[pre > θ] (the L0 of a JumpReLU); θ gets the pseudo-derivative −1/ε · rect((pre − θ)/ε)."""
-
-    @staticmethod
-    def forward(ctx, pre, threshold, bandwidth: float):
-        ctx.save_for_backward(pre, threshold)
-        ctx.bandwidth = bandwidth
-        return (pre > threshold).to(pre.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        pre, threshold = ctx.saved_tensors
-        eps = ctx.bandwidth
-        near = ((pre - threshold).abs() < eps / 2).to(grad.dtype)
-        return None, (-(1.0 / eps) * near * grad).sum(0), None
-
-
 class Dictionary(nn.Module):
     def __init__(self, cfg: DictionaryConfig, *, dtype: torch.dtype = torch.float32, device=None):
         super().__init__()
@@ -159,15 +91,9 @@ class Dictionary(nn.Module):
         self.W_dec = nn.Parameter(torch.empty(cfg.width, cfg.d_out, **kw))
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_out, **kw))
         self.W_skip = nn.Parameter(torch.zeros(cfg.d_out, cfg.d_in, **kw)) if cfg.kind == "skip-transcoder" else None
-        # JumpReLU: a learned threshold per feature (kept >= 0 by the trainer). BatchTopK: one inference
-        # threshold, a running estimate the trainer updates (a buffer, not trained by Adam). Stored as is,
-        # not in log space, so that exporting to other tools' formats and back is exact.
-        if cfg.activation == "jumprelu":
-            self.threshold = nn.Parameter(torch.zeros(cfg.width, **kw))
-        elif cfg.activation == "batchtopk":
-            self.register_buffer("threshold", torch.zeros((), **kw))
-        else:
-            self.threshold = None
+        self.act = ACTIVATIONS[cfg.activation]
+        self.threshold: Any  # JumpReLU: a parameter [width]; BatchTopK: a buffer []; else None
+        self.act.add_threshold(self, **kw)
         # Width of the straight-through window for JumpReLU gradients (training only; set by the trainer).
         self.bandwidth = 1e-3
         # TopK training: gradients from the k selected pre-activations only (dictionary/sparse.py); False = autograd
@@ -194,10 +120,7 @@ class Dictionary(nn.Module):
         self.b_dec.zero_()
         if self.W_skip is not None:
             self.W_skip.zero_()
-        if self.cfg.activation == "jumprelu":
-            self.threshold.fill_(1e-3)
-        elif self.cfg.activation == "batchtopk":
-            self.threshold.zero_()
+        self.act.reset(self)
 
     # ------------------------------------------------------------- forward
     @property
@@ -208,7 +131,7 @@ class Dictionary(nn.Module):
         return F.linear(x, self.W_enc, self.b_enc)
 
     @torch.no_grad()
-    def _pre_acts_reused(self, x: torch.Tensor) -> torch.Tensor:
+    def pre_acts_reused(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-activations without autograd, written into one buffer kept between training steps: a fresh
         ``[N, width]`` tensor each step costs a round of page faults as large as a tenth of the matmul. The result
         is overwritten by the next call."""
@@ -228,53 +151,47 @@ class Dictionary(nn.Module):
     def encode_sparse(self, x: torch.Tensor, *, training: bool = False) -> Encoded:
         """Codes for ``x: [N, d_in]``. TopK returns only the k active (value, index) pairs.
 
-        ``training`` selects BatchTopK's batch-level selection (inference uses its threshold).
+        ``training`` selects the training form where it differs (BatchTopK's batch-level selection, TopK's sparse
+        gradients); inference uses the thresholds.
         """
-        act = self.cfg.activation
-        if act == "topk" and training and self.sparse_grads and torch.is_grad_enabled():
-            # under autocast (GPU bf16) the matmul must be autocast's own, not one into a float32 buffer
-            with torch.no_grad():
-                pre = self.pre_acts(x) if torch.is_autocast_enabled(x.device.type) else self._pre_acts_reused(x)
-            idx = pre.topk(self.cfg.k, dim=-1, sorted=False).indices
-            return Encoded(None, F.relu(self.preacts_at(x, pre, idx)), idx, pre)
-        pre = self.pre_acts(x)
-        if act == "topk":
-            vals, idx = pre.topk(self.cfg.k, dim=-1, sorted=False)
-            return Encoded(None, F.relu(vals), idx, pre)
-        if act == "batchtopk":
-            if training:
-                flat = F.relu(pre).flatten()
-                vals, idx = flat.topk(min(self.cfg.k * pre.shape[0], flat.numel()), sorted=False)
-                z = torch.zeros_like(flat).scatter(0, idx, vals).view_as(pre)
-                return Encoded(z, None, None, pre)
-            return Encoded(pre * (pre > self.threshold.clamp_min(0)), None, None, pre)
-        if act == "jumprelu":
-            # the straight-through window (~1e-3) is finer than bfloat16's grid: compare in float32 under autocast
-            return Encoded(_JumpReLU.apply(pre.float(), self.threshold, self.bandwidth), None, None, pre)
-        return Encoded(F.relu(pre), None, None, pre)
+        return self.act.encode(self, x, training)
 
-    def l0_penalty(self, enc: Encoded) -> torch.Tensor:
-        """JumpReLU's differentiable L0: mean over rows of the number of active features."""
-        return _Step.apply(enc.pre.float(), self.threshold, self.bandwidth).sum(-1).mean()
+    # ------------------------------------------------------------- training
+    def sparsity_penalty(self, enc: Encoded) -> torch.Tensor | None:
+        """The activation's sparsity penalty on these codes, before λ (ReLU: decoder-norm-weighted L1; JumpReLU:
+        differentiable L0), or None where sparsity comes from k."""
+        return self.act.penalty(self, enc)
 
     @torch.no_grad()
-    def update_batchtopk_threshold(self, enc: Encoded, momentum: float = 0.95, reduce_min=None) -> None:
-        """Running mean of the smallest activation BatchTopK kept: the threshold used at inference.
-        ``reduce_min`` makes the batch's minimum a global one (data parallel: the minimum over ranks)."""
-        active = enc.dense[enc.dense > 0]
-        m = active.min() if active.numel() else torch.tensor(float("inf"), device=enc.dense.device)
-        if reduce_min is not None:
-            m = reduce_min(m)
-        if torch.isfinite(m):
-            self.threshold.copy_(m if self.threshold <= 0 else momentum * self.threshold + (1 - momentum) * m)
+    def after_step(self, enc: Encoded, reduce_min: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """The activation's update after an optimiser step (JumpReLU keeps θ >= 0; BatchTopK moves its inference
+        threshold). ``reduce_min``: data parallel, the minimum over ranks."""
+        self.act.after_step(self, enc, reduce_min)
+
+    def param_groups(self) -> list[dict]:
+        """Adam parameter groups, each with an ``lr_mult`` (JumpReLU's thresholds get their own)."""
+        rest = [p for n, p in self.named_parameters() if n != "threshold"]
+        groups = [{"params": rest, "lr_mult": 1.0}]
+        if isinstance(self.threshold, nn.Parameter):
+            groups.append({"params": [self.threshold], "lr_mult": self.act.threshold_lr_mult})
+        return groups
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor, l0: float) -> None:
+        """Start from data (``x``, ``y``: normalised samples): b_dec = mean target, the encoder centred on the mean
+        input, and whatever the activation sets from the data (JumpReLU: thresholds for about ``l0`` active)."""
+        self.b_dec.copy_(y.mean(0))
+        self.b_enc.copy_(-x.mean(0) @ self.W_enc.T)
+        self.act.init_from_data(self, x, l0)
+
+    # ------------------------------------------------------------ inference
+    def inference_form(self) -> InferenceForm:
+        """What this dictionary computes at inference: relu, topk (k) or jumprelu (per-feature thresholds)."""
+        return self.act.inference_form(self)
 
     def thresholds(self) -> torch.Tensor | None:
         """Per-feature inference thresholds ``[width]`` (JumpReLU, BatchTopK), else None."""
-        if self.cfg.activation == "jumprelu":
-            return self.threshold.detach().clone()
-        if self.cfg.activation == "batchtopk":
-            return self.threshold.clamp_min(0).expand(self.width).clone()
-        return None
+        return self.inference_form().threshold
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense feature activations ``z: [..., width]``."""

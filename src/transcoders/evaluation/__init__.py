@@ -1,5 +1,6 @@
 """Evaluation: sparsity, reconstruction and spliced-in fidelity on held-out text."""
 
-from .evaluate import METRICS_FILE, evaluate, expand_runs, format_table
+from ..dictionary.runs import METRICS_FILE
+from .evaluate import EvalConfig, evaluate, format_table
 
-__all__ = ["METRICS_FILE", "evaluate", "expand_runs", "format_table"]
+__all__ = ["METRICS_FILE", "EvalConfig", "evaluate", "format_table"]

@@ -14,35 +14,47 @@ are averaged over positions whose target is an ordinary token.
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.activations import special_token_ids
-from ..dictionary import Dictionary, load_dictionary, read_config
-from ..errors import CheckpointError
+from ..data.packing import load_split
+from ..dictionary import Dictionary
+from ..dictionary.runs import METRICS_FILE, open_runs
+from ..flags import opt
+from ..models import LoadedModel, load_model, patch_mlp
 from ..paths import atomic_write_json
 
-METRICS_FILE = "metrics.json"
 DENSE_THRESHOLD = 0.1
 
 
-def expand_runs(paths: list[str | Path]) -> list[Path]:
-    """Run folders; a set folder (``layer_NN/`` inside) stands for all its runs."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if (p / "config.json").exists():
-            out.append(p)
-        elif sorted(p.glob("layer_*/config.json")):
-            out.extend(sorted(q.parent for q in p.glob("layer_*/config.json")))
-        else:
-            read_config(p)  # raises the right one-line error
-    return out
+@dataclass
+class EvalConfig:
+    """The settings of ``transcoders eval`` (its flags)."""
+
+    corpus: str = opt("default", "held-out text from this corpus")
+    text_column: str = opt("text", "text column for .jsonl/.parquet/HF corpora")
+    tokens: int = opt(32768, "held-out tokens to evaluate on")
+    batch: int = opt(8, "contexts per forward pass")
+    each: bool = opt(False, "also splice each run in alone: a per-layer table beside the all-at-once figures")
+    each_only: bool = opt(False, "only splice each run in alone (runs may then share a layer, e.g. to compare candidates)")
+    threads: int = opt(0, "CPU threads (0: torch's default)")
+
+    @property
+    def together(self) -> bool:
+        """Splice every run in at once (one per layer)."""
+        return not self.each_only
+
+    @property
+    def alone(self) -> bool:
+        """Splice each run in by itself."""
+        return self.each or self.each_only
 
 
 @dataclass
@@ -55,7 +67,7 @@ class _Acc:
     sq_err: float = 0.0
     sum_y: torch.Tensor | None = None
     sum_y2: float = 0.0
-    fired: torch.Tensor = field(default=None)
+    fired: torch.Tensor | None = None
 
     def add(self, y: torch.Tensor, y_hat: torch.Tensor, z: torch.Tensor) -> None:
         self.n += y.shape[0]
@@ -68,6 +80,7 @@ class _Acc:
         self.fired = f if self.fired is None else self.fired + f
 
     def metrics(self) -> dict:
+        assert self.sum_y is not None and self.fired is not None, "no tokens were added"
         total_var = self.sum_y2 - (self.sum_y.pow(2).sum().item() / self.n)
         freq = self.fired.double() / self.n
         return {
@@ -83,7 +96,7 @@ class _Acc:
 class _NextTokenLoss:
     """Sum of next-token CE over positions whose target is an ordinary token."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sum = 0.0
         self.n = 0
 
@@ -101,134 +114,150 @@ class _NextTokenLoss:
 
 def evaluate(
     runs: list[str | Path],
+    cfg: EvalConfig | None = None,
     *,
-    lm=None,
-    corpus: str = "default",
-    text_column: str = "text",
-    tokens: int = 32768,
+    lm: LoadedModel | None = None,
     ctx_len: int | None = None,
-    batch: int = 8,
-    together: bool = True,
-    each: bool = False,
     progress: bool = True,
     write: bool = True,
+    **settings: Any,
 ) -> dict:
     """Evaluate runs on held-out text.
 
-    ``together``: splice every run in at once (one per layer). ``each``: also splice each run in alone
-    (a per-layer table; a sweep's runs, several on one layer, use only this). The clean pass, the
-    per-dictionary metrics and the ablations of each layer set are computed once and shared.
+    ``cfg`` (or its fields as keywords, e.g. ``tokens=8192``) says what to read and how to splice: every run in at
+    once (one per layer), and with ``each`` also each run alone (a per-layer table; ``each_only`` for runs that
+    share a layer, like a sweep's). The clean pass, the per-dictionary metrics and the ablations of each layer set
+    are computed once and shared. ``ctx_len`` defaults to the runs' training context length.
 
     Returns ``{"runs": {path: metrics (+ "alone": fidelity)}, "fidelity": together-fidelity or None,
-    "groups": [fidelity per spliced group]}``.
+    "groups": [fidelity per spliced group]}``; with ``write``, each run's ``metrics.json``.
     """
-    from ..data.packing import load_split
-    from ..models import load_model
-
-    run_dirs = expand_runs(runs)
-    cfgs = [read_config(r) for r in run_dirs]
-    models = {c.model for c in cfgs}
-    if len(models) != 1:
-        raise CheckpointError(f"runs were trained on different models {sorted(models)}: evaluate them separately")
-    layers = [c.layer for c in cfgs]
-    if together and len(set(layers)) != len(layers):
-        raise CheckpointError(f"two runs replace the same layer ({layers}): splice one dictionary per layer, or evaluate each alone (--each)")
-    groups: list[list[int]] = ([list(range(len(run_dirs)))] if together else []) + ([[i] for i in range(len(run_dirs))] if each else [])
-    if together and each and len(run_dirs) == 1:
-        groups = groups[:1]
-    lm = lm or load_model(cfgs[0].model)
-    dicts: list[Dictionary] = [load_dictionary(r, expect_model=lm.name) for r in run_dirs]
+    cfg = replace(cfg or EvalConfig(), **settings)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    opened = open_runs(runs, one_per_layer=cfg.together, what="evaluate")
+    lm = lm or load_model(opened.model)
+    dicts = opened.load(expect_model=lm.name)
     for d in dicts:
         lm.adapter.check_layer(d.cfg.layer)
-    ctx_len = ctx_len or _train_ctx_len(run_dirs[0]) or 128
-    n_ctx = max(1, tokens // ctx_len)
-    contexts = load_split(corpus, lm.tokenizer, "eval", ctx_len=ctx_len, max_tokens=n_ctx * ctx_len, text_column=text_column)
-    ids_all = contexts.tokens[:n_ctx]
-    special = torch.tensor(sorted(special_token_ids(lm.tokenizer)), dtype=torch.long)
-
-    accs = [_Acc(d.width) for d in dicts]
-    all_layers = sorted(set(layers))
-    layer_sets = sorted({tuple(sorted({layers[i] for i in g})) for g in groups})
-    ce_clean = _NextTokenLoss()
-    ce_spliced = [_NextTokenLoss() for _ in groups]
-    kl_sum = [0.0 for _ in groups]
-    ce_mean = {ls: _NextTokenLoss() for ls in layer_sets}
-    ce_zero = {ls: _NextTokenLoss() for ls in layer_sets}
-    out_sum = {layer: 0.0 for layer in all_layers}
-    out_n = 0
-    steps = (ids_all.shape[0] + batch - 1) // batch
-    bar = tqdm(total=steps * (1 + len(groups) + 2 * len(layer_sets)), desc="eval", unit="fwd", unit_scale=False,
-               disable=not progress, dynamic_ncols=True)
-
-    def batches():
-        for s in range(0, ids_all.shape[0], batch):
-            ids = ids_all[s : s + batch]
-            keep = ~torch.isin(ids, special)  # positions that get reconstructed
-            valid = keep[:, 1:]  # next-token targets that count
-            yield ids, keep, valid
-
-    with torch.inference_mode():
-        # pass 1: clean (recording every layer's MLP input and output), then each spliced group
-        for ids, keep, valid in batches():
-            rec: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-            lp_clean = _forward(lm, ids, {layer: _recorder(rec, layer) for layer in all_layers}, ce_clean, valid)
-            bar.update()
-            for gi, g in enumerate(groups):
-                edits = {dicts[i].cfg.layer: _splicer(dicts[i], keep, lm.adapter.mlp(dicts[i].cfg.layer)) for i in g}
-                lp_spl = _forward(lm, ids, edits, ce_spliced[gi], valid)
-                kl = (lp_clean.exp() * (lp_clean - lp_spl)).sum(-1)
-                kl_sum[gi] += kl[valid].sum().item()
-                del lp_spl, kl
-                bar.update()
-            del lp_clean
-            for d, acc in zip(dicts, accs):
-                mlp_in, mlp_out = rec[d.cfg.layer]
-                x, y = (t[keep] for t in d.cfg.pick(mlp_in, mlp_out))
-                z = d.encode(x)
-                acc.add(y, d.decode(z, x), z)
-            for layer in all_layers:
-                out_sum[layer] = out_sum[layer] + rec[layer][1][keep].sum(0, dtype=torch.float64)
-            out_n += int(keep.sum())
-        means = {layer: (s / out_n).float() for layer, s in out_sum.items()}
-        # pass 2: mean- and zero-ablation of each group's MLPs
-        for ids, keep, valid in batches():
-            for ls in layer_sets:
-                for loss, fill in ((ce_mean[ls], means), (ce_zero[ls], None)):
-                    edits = {layer: _ablator(fill[layer] if fill is not None else None, keep) for layer in ls}
-                    _forward(lm, ids, edits, loss, valid)
-                    bar.update()
-    bar.close()
-
-    def fidelity(gi: int) -> dict:
-        ls = tuple(sorted({layers[i] for i in groups[gi]}))
-        c, sp, mn, zr = ce_clean.mean, ce_spliced[gi].mean, ce_mean[ls].mean, ce_zero[ls].mean
-        return {
-            "ce_clean": c, "ce_spliced": sp, "ce_mean_ablated": mn, "ce_zero_ablated": zr, "ce_increase": sp - c,
-            "ce_recovered_mean": _recovered(mn, sp, c), "ce_recovered_zero": _recovered(zr, sp, c),
-            "kl_clean_spliced": kl_sum[gi] / max(ce_clean.n, 1), "n_eval_tokens": int(ids_all.numel()),
-            "n_loss_positions": ce_clean.n, "corpus": corpus, "spliced_layers": list(ls),
-            "spliced_runs": [str(run_dirs[i]) for i in groups[gi]],
-        }
-
-    fids = [fidelity(gi) for gi in range(len(groups))]
-    together_fid = fids[0] if together else None
-    result = {"runs": {}, "fidelity": together_fid, "groups": fids}
-    for i, (r, d, acc) in enumerate(zip(run_dirs, dicts, accs)):
-        m = {"layer": d.cfg.layer, "kind": d.cfg.kind, "activation": d.cfg.activation, "width": d.width, **acc.metrics()}
-        alone = next((f for gi, f in enumerate(fids) if groups[gi] == [i]), None) if each else None
-        if alone is not None:
-            m["alone"] = alone
-        result["runs"][str(r)] = m
-        if write:
-            saved = {**m, "fidelity": together_fid or alone, "spliced_with": (together_fid or alone)["spliced_runs"]}
-            atomic_write_json(r / METRICS_FILE, saved)
+    ctx_len = ctx_len or opened.ctx_len or 128
+    n_ctx = max(1, cfg.tokens // ctx_len)
+    contexts = load_split(cfg.corpus, lm.tokenizer, "eval", ctx_len=ctx_len, max_tokens=n_ctx * ctx_len,
+                          text_column=cfg.text_column)
+    ev = _Evaluation(lm, dicts, _splice_groups(len(dicts), cfg), contexts.tokens[:n_ctx], cfg.batch)
+    ev.run(progress)
+    result = ev.result(opened.dirs, cfg)
+    if write:
+        for r in opened.dirs:
+            m = result["runs"][str(r)]
+            fid = result["fidelity"] or m["alone"]
+            atomic_write_json(r / METRICS_FILE, {**m, "fidelity": fid, "spliced_with": fid["spliced_runs"]})
     return result
 
 
-def _forward(lm, ids: torch.Tensor, edits: dict, loss: "_NextTokenLoss", valid: torch.Tensor) -> torch.Tensor:
-    """One forward with ``edits`` ({layer: fn(mlp_in, mlp_out)}) patched in; adds to ``loss``; returns log-probs."""
-    from ..models import patch_mlp
+def _splice_groups(n_runs: int, cfg: EvalConfig) -> list[list[int]]:
+    """Which runs go in together in each spliced pass: all of them, and/or each alone (once, for a single run)."""
+    groups = [list(range(n_runs))] if cfg.together else []
+    if cfg.alone and not (cfg.together and n_runs == 1):
+        groups += [[i] for i in range(n_runs)]
+    return groups
 
+
+class _Evaluation:
+    """The running sums of one evaluation: per dictionary, per spliced group and per ablated layer set."""
+
+    def __init__(self, lm: LoadedModel, dicts: list[Dictionary], groups: list[list[int]], ids: torch.Tensor,
+                 batch: int):
+        self.lm, self.dicts, self.groups, self.ids, self.batch = lm, dicts, groups, ids, batch
+        self.layers = [d.cfg.layer for d in dicts]
+        self.all_layers = sorted(set(self.layers))
+        self.layer_sets = sorted({self.group_layers(g) for g in groups})
+        self.special = torch.tensor(sorted(special_token_ids(lm.tokenizer)), dtype=torch.long)
+        self.accs = [_Acc(d.width) for d in dicts]
+        self.ce_clean = _NextTokenLoss()
+        self.ce_spliced = [_NextTokenLoss() for _ in groups]
+        self.kl_sum = [0.0 for _ in groups]
+        self.ce_mean = {ls: _NextTokenLoss() for ls in self.layer_sets}
+        self.ce_zero = {ls: _NextTokenLoss() for ls in self.layer_sets}
+
+    def group_layers(self, g: list[int]) -> tuple[int, ...]:
+        return tuple(sorted({self.layers[i] for i in g}))
+
+    def batches(self):
+        for s in range(0, self.ids.shape[0], self.batch):
+            ids = self.ids[s : s + self.batch]
+            keep = ~torch.isin(ids, self.special)  # positions that get reconstructed
+            yield ids, keep, keep[:, 1:]  # ... and the next-token targets that count
+
+    def run(self, progress: bool) -> None:
+        steps = (self.ids.shape[0] + self.batch - 1) // self.batch
+        bar = tqdm(total=steps * (1 + len(self.groups) + 2 * len(self.layer_sets)), desc="eval", unit="fwd",
+                   disable=not progress, dynamic_ncols=True)
+        with torch.inference_mode():
+            out_sum = {layer: torch.zeros((), dtype=torch.float64) for layer in self.all_layers}
+            out_n = 0
+            for ids, keep, valid in self.batches():  # pass 1: clean, then each spliced group
+                rec = self.clean_and_spliced(ids, keep, valid, bar)
+                for layer in self.all_layers:
+                    out_sum[layer] = out_sum[layer] + rec[layer][1][keep].sum(0, dtype=torch.float64)
+                out_n += int(keep.sum())
+            means = {layer: (s / out_n).float() for layer, s in out_sum.items()}
+            for ids, keep, valid in self.batches():  # pass 2: mean- and zero-ablation of each group's MLPs
+                self.ablations(ids, keep, valid, means, bar)
+        bar.close()
+
+    def clean_and_spliced(self, ids, keep, valid, bar) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The clean forward (recording every layer's MLP input and output), each spliced group's forward, and each
+        dictionary's reconstruction metrics on the clean MLP inputs; returns the recordings."""
+        rec: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        lp_clean = _forward(self.lm, ids, {layer: _recorder(rec, layer) for layer in self.all_layers}, self.ce_clean, valid)
+        bar.update()
+        for gi, g in enumerate(self.groups):
+            edits = {self.layers[i]: _splicer(self.dicts[i], keep, self.lm.adapter.mlp(self.layers[i])) for i in g}
+            lp_spl = _forward(self.lm, ids, edits, self.ce_spliced[gi], valid)
+            kl = (lp_clean.exp() * (lp_clean - lp_spl)).sum(-1)
+            self.kl_sum[gi] += kl[valid].sum().item()
+            bar.update()
+        for d, acc in zip(self.dicts, self.accs):
+            x, y = (t[keep] for t in d.cfg.pick(*rec[d.cfg.layer]))
+            z = d.encode(x)
+            acc.add(y, d.decode(z, x), z)
+        return rec
+
+    def ablations(self, ids, keep, valid, means: dict[int, torch.Tensor], bar) -> None:
+        for ls in self.layer_sets:
+            for loss, fill in ((self.ce_mean[ls], means), (self.ce_zero[ls], None)):
+                edits = {layer: _ablator(fill[layer] if fill is not None else None, keep) for layer in ls}
+                _forward(self.lm, ids, edits, loss, valid)
+                bar.update()
+
+    def fidelity(self, gi: int, run_dirs: list[Path], corpus: str) -> dict:
+        ls = self.group_layers(self.groups[gi])
+        c, sp = self.ce_clean.mean, self.ce_spliced[gi].mean
+        mn, zr = self.ce_mean[ls].mean, self.ce_zero[ls].mean
+        return {
+            "ce_clean": c, "ce_spliced": sp, "ce_mean_ablated": mn, "ce_zero_ablated": zr, "ce_increase": sp - c,
+            "ce_recovered_mean": _recovered(mn, sp, c), "ce_recovered_zero": _recovered(zr, sp, c),
+            "kl_clean_spliced": self.kl_sum[gi] / max(self.ce_clean.n, 1), "n_eval_tokens": int(self.ids.numel()),
+            "n_loss_positions": self.ce_clean.n, "corpus": corpus, "spliced_layers": list(ls),
+            "spliced_runs": [str(run_dirs[i]) for i in self.groups[gi]],
+        }
+
+    def result(self, run_dirs: list[Path], cfg: EvalConfig) -> dict:
+        fids = [self.fidelity(gi, run_dirs, cfg.corpus) for gi in range(len(self.groups))]
+        out: dict = {"runs": {}, "fidelity": fids[0] if cfg.together else None, "groups": fids}
+        for i, (r, d, acc) in enumerate(zip(run_dirs, self.dicts, self.accs)):
+            m = {"layer": d.cfg.layer, "kind": d.cfg.kind, "activation": d.cfg.activation, "width": d.width,
+                 **acc.metrics()}
+            alone = next((f for gi, f in enumerate(fids) if self.groups[gi] == [i]), None) if cfg.alone else None
+            if alone is not None:
+                m["alone"] = alone
+            out["runs"][str(r)] = m
+        return out
+
+
+def _forward(lm: LoadedModel, ids: torch.Tensor, edits: dict, loss: "_NextTokenLoss", valid: torch.Tensor) -> torch.Tensor:
+    """One forward with ``edits`` ({layer: fn(mlp_in, mlp_out)}) patched in; adds to ``loss``; returns log-probs."""
     with ExitStack() as st:
         for layer, fn in edits.items():
             st.enter_context(patch_mlp(lm, layer, fn))
@@ -272,16 +301,6 @@ def _ablator(value: torch.Tensor | None, keep: torch.Tensor):
 def _recovered(ablated: float, spliced: float, clean: float) -> float:
     denom = ablated - clean
     return (ablated - spliced) / denom if abs(denom) > 1e-12 else float("nan")
-
-
-def _train_ctx_len(run_dir: Path) -> int | None:
-    for p in (run_dir / "train_config.json", run_dir.parent / "train_config.json"):
-        if p.exists():
-            try:
-                return int(json.loads(p.read_text()).get("ctx_len"))
-            except (ValueError, TypeError, json.JSONDecodeError):
-                return None
-    return None
 
 
 def format_table(result: dict) -> str:

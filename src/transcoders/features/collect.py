@@ -18,12 +18,17 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from ..dictionary import Dictionary, load_dictionary, read_config
+from ..data.activations import special_token_ids
+from ..data.packing import Contexts, load_split
+from ..dictionary import Dictionary
+from ..dictionary import directions as W
+from ..dictionary.runs import open_runs
 from ..errors import CheckpointError
-from ..training.config import opt
+from ..flags import opt
+from ..models import Adapter, LoadedModel, capture, load_model
 from . import store as S
-from . import weights as W
 
 _MASK = 0xFFFFFFFF
 
@@ -122,7 +127,7 @@ def sparse_codes(d: Dictionary, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return rows[keep], feats[keep], vals[keep].float()
 
 
-def weight_tables(adapter, d: Dictionary, k: int = 10, batch: int = 512) -> list[tuple[str, str, str, str]]:
+def weight_tables(adapter: Adapter, d: Dictionary, k: int = 10, batch: int = 512) -> list[tuple[str, str, str, str]]:
     """Per feature, JSON ``[[token, score], ...]`` of its top and bottom logit effects and de-embeddings."""
     out = []
     for i in range(0, d.width, batch):
@@ -138,7 +143,7 @@ def weight_tables(adapter, d: Dictionary, k: int = 10, batch: int = 512) -> list
     return out
 
 
-def vocab_texts(lm) -> list[tuple[int, str]]:
+def vocab_texts(lm: LoadedModel) -> list[tuple[int, str]]:
     """``(id, text)`` of every token the unembedding knows (``#id`` where there is no tokenizer)."""
     n = lm.adapter.unembed().shape[1]
     tok = lm.tokenizer
@@ -159,104 +164,121 @@ class FeaturesConfig:
     fresh: bool = opt(False, "start the stores again instead of continuing them")
 
 
-def collect(runs: list[str | Path], cfg: FeaturesConfig, *, lm=None, progress: bool = True) -> dict[Path, dict]:
+def collect(runs: list[str | Path], cfg: FeaturesConfig, *, lm: LoadedModel | None = None,
+            progress: bool = True) -> dict[Path, dict]:
     """Fill ``features.sqlite`` in each run folder; returns each store's meta."""
-    from tqdm import tqdm
-
-    from ..data.activations import special_token_ids
-    from ..data.packing import load_split
-    from ..evaluation.evaluate import expand_runs
-    from ..models import load_model
-    from ..models.hooks import capture
-
-    run_dirs = expand_runs(runs)
-    cfgs = [read_config(r) for r in run_dirs]
-    if len({c.model for c in cfgs}) != 1:
-        raise CheckpointError(f"runs were made for different models {sorted({c.model for c in cfgs})}: collect them separately")
+    opened = open_runs(runs, what="collect")
     # the forward stops at the highest layer read: only the blocks up to it are built (the unembedding stays)
-    lm = lm or load_model(cfgs[0].model, n_layers=max(c.layer for c in cfgs) + 1)
-    dicts = [load_dictionary(r, expect_model=lm.name) for r in run_dirs]
-    ctx_len = _ctx_len(run_dirs[0])
+    lm = lm or load_model(opened.model, n_layers=max(opened.layers) + 1)
+    dicts = opened.load(expect_model=lm.name)
+    ctx_len = opened.ctx_len or 128
     n_ctx = max(1, cfg.tokens // ctx_len)
     settings = {"format": S.FORMAT, "corpus": cfg.corpus, "text_column": cfg.text_column, "ctx_len": ctx_len,
                 "top": cfg.top, "samples": cfg.samples, "model": lm.name}
-    stores, accs, starts = [], [], []
-    for r, d in zip(run_dirs, dicts):
-        path = S.store_path(r)
+    stores = [_RunStore.open(r, d, cfg, settings, n_ctx, lm) for r, d in zip(opened.dirs, dicts)]
+    contexts = load_split(cfg.corpus, lm.tokenizer, "eval", ctx_len=ctx_len, max_tokens=n_ctx * ctx_len,
+                          text_column=cfg.text_column)
+    t0 = time.perf_counter()
+    done_tokens = _read(lm, stores, contexts, min(n_ctx, len(contexts)), cfg, progress)
+    elapsed = time.perf_counter() - t0
+    return {s.run: s.close(elapsed, done_tokens) for s in stores}
+
+
+class _RunStore:
+    """One run's store while a pass fills it: its connection, its accumulator, where it starts, and the contexts
+    read since its last write."""
+
+    def __init__(self, run: Path, d: Dictionary, con, acc: Accumulator, start: int):
+        self.run, self.d, self.con, self.acc, self.start = run, d, con, acc, start
+        self.pending: list[tuple] = []
+
+    @classmethod
+    def open(cls, run: Path, d: Dictionary, cfg: FeaturesConfig, settings: dict, n_ctx: int,
+             lm: LoadedModel) -> _RunStore:
+        """Continue the store (its settings must match) or start it: weights-only tables and the vocabulary first."""
+        path = S.store_path(run)
         if cfg.fresh:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
         con = S.connect(path)
         meta = S.get_meta(con)
         acc = Accumulator(d.width, cfg.top, cfg.samples)
+        tokens_wanted = n_ctx * settings["ctx_len"]
         if meta:
             old = {k: meta.get(k) for k in settings}
             if old != settings:
                 diff = ", ".join(f"{k}: {old[k]!r} -> {v!r}" for k, v in settings.items() if old[k] != v)
                 raise CheckpointError(f"{path} was made with other settings ({diff}): add --fresh to start it again")
             acc.load(con)
-            if meta["tokens_wanted"] != n_ctx * ctx_len:  # more (or fewer) tokens than last time: extend the store
+            if meta["tokens_wanted"] != tokens_wanted:  # more (or fewer) tokens than last time: extend the store
                 with con:
-                    S.set_meta(con, tokens_wanted=n_ctx * ctx_len, complete=meta["contexts_done"] >= n_ctx)
+                    S.set_meta(con, tokens_wanted=tokens_wanted, complete=meta["contexts_done"] >= n_ctx)
         else:
             with con:
-                S.set_meta(con, **settings, contexts_done=0, tokens_done=0, tokens_wanted=n_ctx * ctx_len,
+                S.set_meta(con, **settings, contexts_done=0, tokens_done=0, tokens_wanted=tokens_wanted,
                            complete=False, width=d.width, layer=d.cfg.layer, started=time.time())
                 con.executemany("INSERT INTO features (id, fires, act_sum, act_max, hist, top_logits, bottom_logits, "
                                 "top_deembed, bottom_deembed) VALUES (?, 0, 0, 0, NULL, ?, ?, ?, ?)",
                                 [(i, *t) for i, t in enumerate(weight_tables(lm.adapter, d))])
                 con.executemany("INSERT OR REPLACE INTO vocab (id, text) VALUES (?, ?)", vocab_texts(lm))
             meta = S.get_meta(con)
-        stores.append(con)
-        accs.append(acc)
-        starts.append(int(meta["contexts_done"]))
-    start = min(starts)
-    contexts = load_split(cfg.corpus, lm.tokenizer, "eval", ctx_len=ctx_len, max_tokens=n_ctx * ctx_len,
-                          text_column=cfg.text_column)
-    n_ctx = min(n_ctx, len(contexts))
+        return cls(run, d, con, acc, int(meta["contexts_done"]))
+
+    def add(self, b0: int, ids: Tensor, mlp_in: Tensor, valid: Tensor, contexts: Contexts) -> None:
+        """The codes of contexts ``b0..`` (``ids [B, T]``, their MLP inputs, which tokens count)."""
+        d, T = self.d, ids.shape[1]
+        x = mlp_in.reshape(-1, d.cfg.d_in).to(d.W_enc.dtype)
+        with torch.inference_mode():
+            rows, feats, vals = sparse_codes(d, x)
+        keep = valid[rows]
+        rows, feats, vals = rows[keep], feats[keep], vals[keep]
+        self.acc.add(rows, feats, vals, T, torch.arange(b0, b0 + ids.shape[0]))
+        per_ctx = torch.bincount(torch.div(rows, T, rounding_mode="floor"), minlength=ids.shape[0]).tolist()
+        for j, (r, f, v) in enumerate(zip(rows.split(per_ctx), feats.split(per_ctx), vals.split(per_ctx))):
+            c = b0 + j
+            self.pending.append((c, ids[j].numpy().astype("int32").tobytes(), json.dumps(contexts.spans[c]),
+                                 S.pack_codes(r % T, f, v, T, d.width)))
+
+    def write(self, contexts_done: int, ctx_len: int, complete: bool) -> None:
+        _write(self.con, self.acc, self.pending, contexts_done, ctx_len, complete)
+        self.pending = []
+
+    def close(self, elapsed: float, done_tokens: int) -> dict:
+        with self.con:
+            S.set_meta(self.con, seconds=elapsed, tokens_per_second=done_tokens / elapsed if done_tokens else None)
+        meta = S.get_meta(self.con)
+        self.con.close()
+        return meta
+
+
+def _read(lm: LoadedModel, stores: list[_RunStore], contexts: Contexts, n_ctx: int, cfg: FeaturesConfig,
+          progress: bool) -> int:
+    """One pass over contexts ``[min start, n_ctx)`` feeding every store from where it stands; writes every
+    ``commit_every`` seconds and at the end. Returns the tokens read."""
+    ctx_len = contexts.tokens.shape[1]
+    start = min(s.start for s in stores)
     special = torch.tensor(sorted(special_token_ids(lm.tokenizer)), dtype=torch.long)
-    names = [d.cfg.hook_in for d in dicts]
+    names = [s.d.cfg.hook_in for s in stores]
     bar = tqdm(total=n_ctx * ctx_len, initial=start * ctx_len, desc="features", unit="tok", unit_scale=True,
                disable=not progress)
-    pending: list[list[tuple]] = [[] for _ in dicts]  # contexts read since the last write
-    last_write, t0, done_tokens = time.perf_counter(), time.perf_counter(), 0
+    last_write, done_tokens = time.perf_counter(), 0
     for b0 in range(start, n_ctx, cfg.batch):
         b1 = min(b0 + cfg.batch, n_ctx)
         ids = contexts.tokens[b0:b1]
         with torch.inference_mode():
             acts = capture(lm, ids.to(lm.device), names)
         valid = ~torch.isin(ids, special).flatten()
-        ctx_ids = torch.arange(b0, b1)
-        for i, d in enumerate(dicts):
-            if b0 < starts[i]:
-                continue
-            x = acts[d.cfg.hook_in].reshape(-1, d.cfg.d_in).to(d.W_enc.dtype)
-            with torch.inference_mode():
-                rows, feats, vals = sparse_codes(d, x)
-            keep = valid[rows]
-            rows, feats, vals = rows[keep], feats[keep], vals[keep]
-            accs[i].add(rows, feats, vals, ctx_len, ctx_ids)
-            per_ctx = torch.bincount(torch.div(rows, ctx_len, rounding_mode="floor"), minlength=b1 - b0).tolist()
-            for j, (r, f, v) in enumerate(zip(rows.split(per_ctx), feats.split(per_ctx), vals.split(per_ctx))):
-                c = b0 + j
-                pending[i].append((c, ids[j].numpy().astype("int32").tobytes(),
-                                   json.dumps(contexts.spans[c]), S.pack_codes(r % ctx_len, f, v, ctx_len, d.width)))
+        for s in stores:
+            if b0 >= s.start:
+                s.add(b0, ids, acts[s.d.cfg.hook_in], valid, contexts)
         bar.update((b1 - b0) * ctx_len)
         done_tokens += (b1 - b0) * ctx_len
         if time.perf_counter() - last_write >= cfg.commit_every or b1 == n_ctx:
-            for con, acc, rows_ in zip(stores, accs, pending):
-                _write(con, acc, rows_, b1, ctx_len, b1 == n_ctx)
-            pending = [[] for _ in dicts]
+            for s in stores:
+                s.write(b1, ctx_len, b1 == n_ctx)
             last_write = time.perf_counter()
     bar.close()
-    elapsed = time.perf_counter() - t0
-    out = {}
-    for r, con in zip(run_dirs, stores):
-        with con:
-            S.set_meta(con, seconds=elapsed, tokens_per_second=done_tokens / elapsed if done_tokens else None)
-        out[r] = S.get_meta(con)
-        con.close()
-    return out
+    return done_tokens
 
 
 def _write(con, acc: Accumulator, new_contexts: list[tuple], contexts_done: int, ctx_len: int, complete: bool) -> None:
@@ -272,9 +294,3 @@ def _write(con, acc: Accumulator, new_contexts: list[tuple], contexts_done: int,
         con.execute("DELETE FROM contexts WHERE id NOT IN (SELECT DISTINCT context FROM examples)")
         S.set_meta(con, contexts_done=contexts_done, tokens_done=contexts_done * ctx_len, complete=complete,
                    updated=time.time())
-
-
-def _ctx_len(run_dir: Path) -> int:
-    from ..evaluation.evaluate import _train_ctx_len
-
-    return _train_ctx_len(run_dir) or 128

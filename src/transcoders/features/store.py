@@ -30,7 +30,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-STORE_NAME = "features.sqlite"
+from ..dictionary.runs import STORE_FILE, store_path
+
+__all__ = ["FORMAT", "HIST_BINS", "HIST_LO", "HIST_STEP", "STORE_FILE", "connect", "feature_acts_in_context", "get_meta",
+           "pack_codes", "set_meta", "store_path", "unpack_codes"]
+
 FORMAT = 1
 HIST_LO, HIST_STEP, HIST_BINS = -4.0, 0.1, 70  # log10(activation) from 1e-4 to 1e3
 
@@ -48,10 +52,6 @@ CREATE TABLE IF NOT EXISTS labels (feature INTEGER PRIMARY KEY, label TEXT NOT N
 CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS examples_by_context ON examples (context);
 """
-
-
-def store_path(run_dir: str | Path) -> Path:
-    return Path(run_dir) / STORE_NAME
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:

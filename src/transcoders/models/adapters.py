@@ -166,15 +166,27 @@ class Adapter:
         bias = getattr(self._lm_head(), "bias", None)
         return None if bias is None else bias.detach()
 
-    def logits(self, resid: Tensor) -> Tensor:
+    def logits(self, resid: Tensor, *, softcap: bool = True, dtype: torch.dtype | None = None) -> Tensor:
         """Logits from the final residual stream ``resid [..., d_model]`` (``resid.post`` of the last block):
-        final norm, unembedding, bias, then softcapping where the family has it. Equals the model's own logits."""
-        logits = self.final_norm()(resid) @ self.unembed()
+        final norm, unembedding, bias, then softcapping where the family has it (``softcap=False``: the logits
+        before it, which are linear in the normalised residual, what circuits attribute). The norm runs in the
+        model's dtype, the unembedding in ``dtype`` (default: the model's). Equals the model's own logits."""
+        normed = self.final_norm()(resid.to(self.unembed().dtype))
+        W_U = self.unembed() if dtype is None else self.unembed().to(dtype)
+        logits = normed.to(W_U.dtype) @ W_U
         if (b_U := self.unembed_bias()) is not None:
-            logits = logits + b_U
-        if self.logit_softcap is not None:
-            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
-        return logits
+            logits = logits + b_U.to(W_U.dtype)
+        return self.softcap(logits) if softcap else logits
+
+    def softcap(self, logits: Tensor) -> Tensor:
+        """``c * tanh(logits / c)`` where the family softcaps its logits (Gemma 2/3), else the logits unchanged."""
+        if self.logit_softcap is None:
+            return logits
+        return torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Next-token probabilities from logits before softcapping (softcap, then softmax over the last dim)."""
+        return self.softcap(logits).softmax(-1)
 
     def norm_params(self, norm: nn.Module) -> NormParams:
         """The parameters of one of this model's norms (LayerNorm or the family's RMSNorm), read structurally."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
+import torch
 
-def opt(default, help: str, **kw):
-    """A dataclass field whose ``help`` becomes the CLI flag's help text."""
-    return field(default=default, metadata={"help": help, **kw})
+from ..dictionary import ACTIVATIONS, KINDS, activation
+from ..errors import ModelError
+from ..flags import opt
 
 
 @dataclass
@@ -17,9 +18,9 @@ class TrainConfig:
     text_column: str = opt("text", "column holding the text in .jsonl/.parquet/HF datasets")
     layers: str = opt("6", "MLP layer(s) to replace: one (6), a list (4,6,8), a range (0-5) or 'all'; several layers share one model pass")
     out: str = opt("runs/transcoder", "run folder to create (with several layers: a set folder holding layer_NN/ runs)")
-    kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a learned linear skip path), sae (autoencodes --sae-site)", choices=("transcoder", "skip-transcoder", "sae"))
+    kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a learned linear skip path), sae (autoencodes --sae-site)", choices=KINDS)
     sae_site: str = opt("mlp-out", "what an SAE reconstructs: mlp-out (the paper's fidelity baseline) or mlp-in (its interpretability baseline)", choices=("mlp-out", "mlp-in"))
-    activation: str = opt("topk", "topk (the k largest per token; L0 = k), batchtopk (k x batch largest per batch; L0 averages k), relu (the paper's ReLU + L1 weighted by decoder norms) or jumprelu (learned thresholds + L0 penalty)", choices=("topk", "batchtopk", "relu", "jumprelu"))
+    activation: str = opt("topk", "topk (the k largest per token; L0 = k), batchtopk (k x batch largest per batch; L0 averages k), relu (the paper's ReLU + L1 weighted by decoder norms) or jumprelu (learned thresholds + L0 penalty)", choices=tuple(ACTIVATIONS))
     k: int = opt(32, "active features per token for --activation topk/batchtopk")
     l1: float = opt(0.0, "sparsity coefficient λ: the L1 weight for relu, the L0 weight for jumprelu, on activations normalised to unit mean squared norm (0: 0.1 for relu, 0.001 for jumprelu)")
     target_l0: float = opt(0.0, "relu/jumprelu: adapt λ during training so that L0 lands at this value (0: off, λ stays fixed); --l1 is then only the starting point")
@@ -50,8 +51,6 @@ class TrainConfig:
 
     def torch_dtype(self, device: str):
         """The compute dtype on ``device`` (``auto``: float32 on CPU, bfloat16 elsewhere)."""
-        import torch
-
         if self.dtype == "auto":
             return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
         return getattr(torch, self.dtype)
@@ -61,7 +60,7 @@ class TrainConfig:
         """λ, with 0 meaning the activation's default."""
         if self.l1:
             return self.l1
-        return {"relu": 0.1, "jumprelu": 1e-3}.get(self.activation, 0.0)
+        return activation(self.activation).default_penalty
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -84,7 +83,5 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
             else:
                 out.add(int(part))
     except ValueError:
-        from ..errors import ModelError
-
         raise ModelError(f"cannot read --layers {spec!r}: use one layer (6), a list (4,6,8), a range (0-5) or 'all'") from None
     return sorted(out)

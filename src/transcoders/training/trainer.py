@@ -18,21 +18,20 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 from tqdm.auto import tqdm
 
 from ..data.activations import ActivationSource, hook_names
+from ..data.packing import load_split
+from ..distributed import Group
 from ..dictionary import Dictionary, DictionaryConfig, save_dictionary
-from ..dictionary.module import USES_K, USES_PENALTY
-from ..errors import CheckpointError, RunExistsError, TrainingDivergedError, TranscodersError
-from ..paths import atomic_write_bytes, atomic_write_json
+from ..dictionary import runs as R
+from ..dictionary.runs import CHECKPOINT_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
+from ..errors import CheckpointError, ModelError, RunExistsError, TrainingDivergedError, TranscodersError
+from ..models import LoadedModel, load_model, model_layer_count
+from ..paths import atomic_write_json, atomic_write_bytes
 from .config import TrainConfig, parse_layers
-from .distributed import Group
-
-TRAIN_CONFIG_FILE = "train_config.json"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-LOG_FILE = "train_log.jsonl"
 
 
 # ------------------------------------------------------------------ schedules
@@ -60,15 +59,10 @@ L0_CONTROLLER_KP = 1.0
 L0_GLIDE = 0.5
 
 
-# Learning-rate multiplier for JumpReLU thresholds (an Adam step moves each by about lr · this).
-THRESHOLD_LR_MULT = 1.0
-
-
 def make_adam(d: Dictionary, lr: float) -> torch.optim.Adam:
-    """Adam; the fused kernel where torch has one (3x faster than the default loop on CPU)."""
-    groups = [{"params": [p for n, p in d.named_parameters() if n != "threshold"], "lr_mult": 1.0}]
-    if d.cfg.activation == "jumprelu":
-        groups.append({"params": [d.threshold], "lr_mult": THRESHOLD_LR_MULT})
+    """Adam over the dictionary's parameter groups (each with an ``lr_mult``); the fused kernel where torch has one
+    (3x faster than the default loop on CPU)."""
+    groups = d.param_groups()
     try:
         return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), fused=True)
     except (RuntimeError, TypeError):
@@ -103,18 +97,17 @@ class LayerState:
         loss = mse
         stats = {}
         l1 = l1 * math.exp(self.log_l1_mult)
-        if cfg.activation == "relu":
-            loss = loss + l1 * (enc.dense * d.W_dec.norm(dim=1)).sum(-1).mean()
-        elif cfg.activation == "jumprelu":
-            loss = loss + l1 * d.l0_penalty(enc)
+        penalty = d.sparsity_penalty(enc)
+        if penalty is not None:
+            loss = loss + l1 * penalty
         dead = self.since_fired >= cfg.dead_tokens
-        if cfg.activation in USES_K and cfg.auxk_alpha > 0 and dead.any():
+        if d.act.uses_k and cfg.auxk_alpha > 0 and dead.any():
             loss = loss + cfg.auxk_alpha * self._auxk_loss(x, enc.pre, err.detach(), dead)
         g = self.group
         if g.any_(~torch.isfinite(loss.detach()).reshape(1)).item():  # every rank stops, not only the one that saw it
             raise TrainingDivergedError(
                 f"layer {self.layer}: the loss became {loss.item()} : lower --lr (now {cfg.lr:g})"
-                + (f" or --l1 (now {cfg.l1:g})" if cfg.activation == "relu" else "")
+                + (f" or --l1 (now {cfg.sparsity_coefficient:g})" if d.act.uses_penalty else "")
                 + "; the last checkpoint is kept, so `--resume` after changing nothing will hit this again"
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -125,12 +118,8 @@ class LayerState:
         # gradients is the gradient of the global batch's loss.
         g.average_([p.grad for p in d.parameters() if p.grad is not None])
         self.optimizer.step()
-        if cfg.activation == "jumprelu":
-            with torch.no_grad():
-                d.threshold.clamp_(min=0)  # a negative threshold would let negative pre-activations through
+        d.after_step(enc, reduce_min=g.min)
         with torch.no_grad():
-            if cfg.activation == "batchtopk":
-                d.update_batchtopk_threshold(enc, reduce_min=g.min)
             self.since_fired += x.shape[0] * g.world
             self.since_fired[g.any_(enc.fired(d.width))] = 0
             # FVU over the global batch: Σ err² / (Σ y² − (Σ y)² / n), the sums taken over all ranks
@@ -144,7 +133,7 @@ class LayerState:
                 "l0": (sums[-1] / n).item(),
                 "dead": dead.float().mean().item(),
             }
-            if cfg.activation in USES_PENALTY:
+            if d.act.uses_penalty:
                 stats["l1"] = l1
         return stats
 
@@ -156,7 +145,7 @@ class LayerState:
         steps done): ReLU features pushed below zero rarely come back, so overshooting the target is
         costly and approaching it from above, slowly, is what lands it.
         """
-        if cfg.target_l0 > 0 and cfg.activation in USES_PENALTY:
+        if cfg.target_l0 > 0 and self.dictionary.act.uses_penalty:
             if self.l0_start <= 0:
                 self.l0_start = max(l0, 0.1)
             glide = min(1.0, progress / L0_GLIDE)
@@ -187,7 +176,7 @@ class Trainer:
     """Trains ``layers`` from one activation stream. Under torchrun (``group``) this rank trains ``owned``: every
     layer on its slice of each batch (data parallel), or whole batches of its own layers (``--distribute-layers``)."""
 
-    def __init__(self, cfg: TrainConfig, lm, source: ActivationSource, layers: list[int], out: Path,
+    def __init__(self, cfg: TrainConfig, lm: LoadedModel, source: ActivationSource, layers: list[int], out: Path,
                  group: Group | None = None, device: str | None = None):
         self.cfg = cfg
         self.lm = lm
@@ -207,9 +196,8 @@ class Trainer:
         self.batch = 0
         self.states: dict[int, LayerState] = {}
 
-    # paths
     def run_dir(self, layer: int) -> Path:
-        return self.out if len(self.layers) == 1 else self.out / f"layer_{layer:02d}"
+        return R.run_dir(self.out, layer, len(self.layers))
 
     def dictionary_config(self, layer: int) -> DictionaryConfig:
         a = self.lm.adapter
@@ -219,7 +207,7 @@ class Trainer:
             hin = hout = hout if self.cfg.sae_site == "mlp-out" else hin
         return DictionaryConfig(
             d_in=a.d_model, d_out=a.d_model, width=width, kind=self.cfg.kind,
-            activation=self.cfg.activation, k=self.cfg.k if self.cfg.activation in USES_K else None,
+            activation=self.cfg.activation, k=self.cfg.k,
             model=self.lm.name, model_type=self.lm.model.config.model_type, layer=layer,
             hook_in=hin, hook_out=hout,
         )
@@ -238,21 +226,15 @@ class Trainer:
                           autocast=dtype if dtype != torch.float32 and not str(self.device).startswith("cpu") else None)
 
     @torch.no_grad()
-    def _init_from_data(self, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Scales to unit mean squared norm; b_dec = mean target; encoder centred on the mean input."""
+    def init_from_data(self, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Scales to unit mean squared norm, then the dictionary starts from the normalised data (biases, and
+        JumpReLU thresholds for about the target L0, else k, active features)."""
         for layer, st in self.states.items():
             x, y = st.dictionary.cfg.pick(*pairs[layer])
             x, y = x[:65536].float(), y[:65536].float()
             st.in_scale = float(1.0 / x.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
             st.out_scale = float(1.0 / y.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
-            d = st.dictionary
-            d.b_dec.copy_((y * st.out_scale).mean(0))
-            d.b_enc.copy_(-(x * st.in_scale).mean(0) @ d.W_enc.T)
-            if d.cfg.activation == "jumprelu":
-                # Thresholds start where each feature fires on about L0/width of tokens (L0 = the target, else k).
-                pre = d.pre_acts(x[:4096] * st.in_scale)
-                frac = min(1.0, (self.cfg.target_l0 or self.cfg.k) / d.width)
-                d.threshold.copy_(pre.quantile(1 - frac, dim=0).clamp_min(0))
+            st.dictionary.init_from_data(x * st.in_scale, y * st.out_scale, l0=self.cfg.target_l0 or self.cfg.k)
 
     # --------------------------------------------------------------- checkpoint
     def _layer_states(self) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
@@ -302,8 +284,6 @@ class Trainer:
             return False
         meta = read_checkpoint_state(path)
         try:  # this rank's layers only (with --distribute-layers a full set's checkpoint is large)
-            from safetensors import safe_open
-
             mine = tuple(f"{layer}/" for layer in self.states)
             with safe_open(str(path), "pt") as f:
                 tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith(mine)}
@@ -350,9 +330,9 @@ class Trainer:
         batches = self.source.batches(self.cfg.batch_size, self.chunk, self.batch, remaining=self.total_steps - self.step)
         if not resumed:
             c, b, first = next(batches)
-            self._init_from_data(first)
+            self.init_from_data(first)
             batches = _chain_first((c, b, first), batches)
-        log = open(self.out / LOG_FILE, "a") if self.group.main else None
+        log = open(self.out / TRAIN_LOG_FILE, "a") if self.group.main else None
         t_last = time.time()
         try:
             while self.step < self.total_steps:
@@ -425,8 +405,6 @@ def layer_owners(layers: list[int], group: Group, distribute: bool) -> dict[int,
 
 def read_checkpoint_state(path: Path) -> dict:
     """The checkpoint's JSON state (step, data position, scales); a one-line error if the file is damaged."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), "pt") as f:
             return json.loads(f.metadata()["state"])
@@ -488,11 +466,9 @@ def read_train_config(out: Path) -> TrainConfig:
         raise CheckpointError(f"{path} is corrupt ({e}): start the run again with --overwrite") from None
 
 
-def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, lm=None) -> list[Path]:
+def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True,
+          lm: LoadedModel | None = None) -> list[Path]:
     """Train per ``cfg``; returns the run folders written. ``resume`` continues ``cfg.out``."""
-    from ..data.packing import load_split
-    from ..models import load_model
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     group, device = Group.from_env(cfg.device)  # torchrun: this rank's place; else one process
@@ -501,25 +477,21 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
         _check_distributed(cfg, group)  # before anything is written
     out = Path(cfg.out)
     if resume:
-        if not (out / CHECKPOINT_FILE).exists() and _finished_dirs(out):
+        if R.finished_runs(out):
             if group.main:
                 print(f"{out} is already finished; nothing to resume")
-            return _finished_dirs(out)
-        if (out / CHECKPOINT_FILE).exists():
+            return R.finished_runs(out)
+        if R.in_training(out):
             read_checkpoint_state(out / CHECKPOINT_FILE)  # fail before loading the model and the corpus
     else:
         _on_main(group, lambda: check_out(cfg, overwrite=overwrite))  # fail before loading anything
     if lm is None:  # read the layer count from the config, then build only the blocks up to the last one trained
-        from ..models import model_layer_count
-
         layers = parse_layers(cfg.layers, model_layer_count(cfg.model))
         lm = load_model(cfg.model, dtype=cfg.torch_dtype(device), device=device, n_layers=max(layers) + 1)
     layers = parse_layers(cfg.layers, lm.adapter.n_layers)  # the same list: "all" of a truncated model is all trained
     for layer in layers:
         lm.adapter.check_layer(layer)
     if lm.tokenizer is None:
-        from ..errors import ModelError
-
         raise ModelError(f"model {cfg.model!r} has no tokenizer: add tokenizer files to the folder")
     if group.distributed and cfg.distribute_layers and group.world > len(layers):
         raise TranscodersError(f"--distribute-layers puts each layer on one rank, but there are {len(layers)} "
@@ -571,9 +543,3 @@ def _check_distributed(cfg: TrainConfig, group: Group) -> None:
     if not cfg.distribute_layers and cfg.batch_size % group.world:
         raise TranscodersError(f"--batch-size {cfg.batch_size} does not split evenly over {group.world} ranks: use a "
                                f"multiple of {group.world} (it is the global batch; each rank takes an equal slice)")
-
-
-def _finished_dirs(out: Path) -> list[Path]:
-    if (out / "config.json").exists():
-        return [out]
-    return sorted(p for p in out.glob("layer_*") if (p / "config.json").exists())

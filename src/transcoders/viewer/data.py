@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import secrets
 import sqlite3
@@ -20,7 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..circuits import graph_json as GJ
+from ..circuits.api import CircuitConfig, load_replacement, run_circuit, slugify
+from ..dictionary import CONFIG_FILE
+from ..dictionary import runs as R
+from ..errors import TranscodersError
 from ..features import store as S
+from ..paths import atomic_write_json
 
 
 class BadRequest(ValueError):
@@ -55,30 +60,22 @@ def _read_json(path: Path) -> dict | None:
 
 
 # ------------------------------------------------------------------------------------------------ runs
-def _walk(root: Path, max_depth: int = 4):
-    for dirpath, dirnames, filenames in os.walk(root):
-        depth = len(Path(dirpath).relative_to(root).parts)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in ("activations", "graphs"))
-        if depth >= max_depth:
-            dirnames[:] = []
-        yield Path(dirpath), set(filenames)
-
-
 def list_runs(root: Path) -> dict:
+    """Every run, sweep (with results), set (complete or partial: any ``layer_NN`` runs) and graph under ``root``."""
     runs, sweeps, sets = [], [], []
-    for folder, files in _walk(root):
-        if "config.json" in files and "weights.safetensors" in files:
+    for folder in R.walk(root):
+        if R.is_run(folder):
             runs.append(run_summary(root, folder))
-        if "results.csv" in files:
+        if R.has_sweep_results(folder):
             sweeps.append(sweep_summary(root, folder))
-        if any((folder / f"layer_{L:02d}" / "config.json").is_file() for L in range(3)):
+        if R.is_set(folder):
             sets.append(rel_of(root, folder))
     return {"root": str(root), "runs": runs, "sweeps": sweeps, "sets": sets, "graphs": list_graphs(root)}
 
 
 def run_summary(root: Path, folder: Path) -> dict:
-    cfg = _read_json(folder / "config.json") or {}
-    metrics = _read_json(folder / "metrics.json") or {}
+    cfg = _read_json(folder / CONFIG_FILE) or {}
+    metrics = _read_json(folder / R.METRICS_FILE) or {}
     out = {"path": rel_of(root, folder), "layer": cfg.get("layer"), "kind": cfg.get("kind"),
            "activation": cfg.get("activation"), "width": cfg.get("width"), "k": cfg.get("k"), "model": cfg.get("model"),
            "l0": metrics.get("l0"), "fvu": metrics.get("fvu"), "store": None}
@@ -93,11 +90,11 @@ def run_summary(root: Path, folder: Path) -> dict:
 
 def run_detail(root: Path, rel: str) -> dict:
     folder = resolve(root, rel)
-    if not (folder / "config.json").is_file():
-        raise BadRequest(f"{rel!r} is not a run folder (no config.json)", 404)
+    if not R.is_run(folder):
+        raise BadRequest(f"{rel!r} is not a run folder (no {CONFIG_FILE} and weights)", 404)
     out = run_summary(root, folder)
-    out.update(config=_read_json(folder / "config.json"), metrics=_read_json(folder / "metrics.json"),
-               train_config=_read_json(folder / "train_config.json") or _read_json(folder.parent / "train_config.json"))
+    out.update(config=_read_json(folder / CONFIG_FILE), metrics=_read_json(folder / R.METRICS_FILE),
+               train_config=R.train_settings(folder))
     if out["store"]:
         with _store(folder) as con:
             rows = con.execute("SELECT id, fires, act_max FROM features ORDER BY fires DESC").fetchall()
@@ -110,9 +107,9 @@ def run_detail(root: Path, rel: str) -> dict:
 
 
 def sweep_summary(root: Path, folder: Path) -> dict:
-    with open(folder / "results.csv", newline="") as f:
+    with open(folder / R.RESULTS_CSV, newline="") as f:
         rows = list(csv.DictReader(f))
-    plots = [p.name for p in sorted(folder.glob("pareto_*.png"))]
+    plots = [name for name in (R.PLOT_CE, R.PLOT_FVU) if (folder / name).is_file()]
     return {"path": rel_of(root, folder), "rows": rows, "plots": plots}
 
 
@@ -308,10 +305,7 @@ def _ratings_dir(root: Path) -> Path:
 
 
 def _save_session(root: Path, sid: str, doc: dict) -> None:
-    path = _ratings_dir(root) / f"{sid}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    atomic_write_json(_ratings_dir(root) / f"{sid}.json", doc)
 
 
 def _load_session(root: Path, sid: str) -> dict:
@@ -399,32 +393,31 @@ def rating_tally(doc: dict) -> list[dict]:
 # ------------------------------------------------------------------------------------------------ graphs
 def list_graphs(root: Path) -> list[dict]:
     out = []
-    for folder, files in _walk(root, max_depth=3):
-        g = folder / "graphs"
-        if g.is_dir():
-            for p in sorted(g.glob("*.json")):
-                out.append({"path": rel_of(root, p), "set": rel_of(root, folder), "name": p.stem})
+    for folder in R.walk(root, max_depth=3):
+        for p in sorted(R.graphs_dir(folder).glob("*.json")):
+            out.append({"path": rel_of(root, p), "set": rel_of(root, folder), "name": p.stem})
     return out
 
 
 def graph(root: Path, rel: str) -> dict:
+    """A graph JSON, each feature node with the run holding its transcoder (``run``, for its feature page) and its
+    index in that run (``feature_index``; ``feature`` is circuit-tracer's pairing of layer and index)."""
     path = resolve(root, rel)
     if path.suffix != ".json" or not path.is_file():
         raise BadRequest(f"{rel!r} is not a graph JSON file", 404)
-    doc = _read_json(path)
-    if not isinstance(doc, dict) or "nodes" not in doc or "links" not in doc:
-        raise BadRequest(f"{rel!r} is not a graph JSON (no nodes/links)")
-    set_dir = path.parent.parent
-    runs = {}
+    try:
+        doc = GJ.read_json(path)
+    except TranscodersError as e:
+        raise BadRequest(str(e)) from None
+    set_dir = R.set_of_graph(path)
+    runs: dict[int, str | None] = {}
     for node in doc["nodes"]:
-        if node.get("feature_type") == "cross layer transcoder":
-            L = int(node["layer"])
-            if L not in runs:
-                run = set_dir / f"layer_{L:02d}"
-                runs[L] = rel_of(root, run) if (run / "config.json").is_file() else (
-                    rel_of(root, set_dir) if (set_dir / "config.json").is_file() else None)
-            node["run"] = runs[L]
-            node["feature_index"] = int(str(node["node_id"]).split("_")[1])  # "feature" is circuit-tracer's pairing
+        f = GJ.feature_of(node)
+        if f is not None:
+            if f.layer not in runs:
+                run = R.run_for_layer(set_dir, f.layer)
+                runs[f.layer] = None if run is None else rel_of(root, run)
+            node["run"], node["feature_index"] = runs[f.layer], f.feature
     return doc
 
 
@@ -434,9 +427,6 @@ _REPLACEMENTS: dict[Path, object] = {}
 
 def compute_graph(root: Path, body: dict) -> dict:
     """Run `transcoders circuit` for a prompt typed in the viewer; the graph JSON goes to SET/graphs/."""
-    from ..circuits.api import CircuitConfig, load_replacement, run_circuit, slugify
-    from ..errors import TranscodersError
-
     folder = resolve(root, _field(body, "set", str))
     prompt = _field(body, "prompt", str)
     target, mode = _field(body, "target", str, ""), _field(body, "mode", str, "paths")
@@ -444,7 +434,7 @@ def compute_graph(root: Path, body: dict) -> dict:
         raise BadRequest("give a prompt of 1-4000 characters")
     if mode not in ("paths", "graph"):
         raise BadRequest("mode must be paths or graph")
-    out = folder / "graphs" / f"{slugify(prompt)}-{mode}.json"
+    out = R.graph_path(folder, f"{slugify(prompt)}-{mode}")
     try:
         with _COMPUTE:
             rep = _REPLACEMENTS.get(folder)

@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from transcoders.cli import main
-from transcoders.evaluation.sweep import SweepGrid, grid_configs, run_sweep
+from transcoders.sweeps import SweepGrid, grid_configs, run_sweep
 from transcoders.training import TrainConfig
 
 

@@ -1,4 +1,6 @@
-"""Weights-only tables of a dictionary's features: what each one writes and what excites it, whatever the input.
+"""Feature directions in the model's residual stream, and the weights-only tables read along them: what each
+feature writes and what excites it, whatever the input. Feature collection (dashboards' tables) and circuits
+(de-embeddings through heads, pullbacks, connections between layers) both read directions from here.
 
 Norm *gains* are folded in (each norm multiplies by a fixed vector); norm *denominators* are not (they depend on
 the input), so a score is exact up to one positive factor per norm: read the rankings.
@@ -16,43 +18,59 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..dictionary import Dictionary
+from ..models import Adapter
+from ..models.adapters import NormParams
+from .module import Dictionary
 
 
-def center(v: Tensor, norm) -> Tensor:
+def center(v: Tensor, norm: NormParams) -> Tensor:
     """LayerNorms subtract the mean first: the part of a direction along (1, ..., 1) is invisible to them."""
     return v - v.mean(-1, keepdim=True) if norm.centered else v
 
 
-def encoder_directions(adapter, d: Dictionary, idx: Tensor | list[int] | None = None) -> Tensor:
+def read_through(v: Tensor, norm: NormParams) -> Tensor:
+    """A direction ``v [..., d]`` read from a norm's output, as a direction in the norm's input (gain folded in,
+    the denominator left out)."""
+    return center(v * norm.gain.float(), norm)
+
+
+def write_through(v: Tensor, norm: NormParams | None) -> Tensor:
+    """A direction ``v [..., d]`` written into a norm's input (a post-MLP or post-attention norm), as what reaches
+    the residual stream (gain folded in, the denominator left out)."""
+    return v if norm is None else v * norm.gain.float()
+
+
+def _rows(W: Tensor, idx: Tensor | list[int] | None) -> Tensor:
+    W = W.detach().float()
+    return W if idx is None else W[torch.as_tensor(idx)]
+
+
+def encoder_directions(adapter: Adapter, d: Dictionary, idx: Tensor | list[int] | None = None) -> Tensor:
     """``[n, d_model]``: the features' encoder rows as residual-stream directions (all features if ``idx`` is None)."""
-    W = d.W_enc.detach().float()
-    W = W if idx is None else W[torch.as_tensor(idx)]
+    W = _rows(d.W_enc, idx)
     if d.cfg.hook_in.endswith("mlp.in"):
-        norm = adapter.norm_params(adapter.mlp_in_norm(d.cfg.layer))
-        W = center(W * norm.gain.float(), norm)
+        W = read_through(W, adapter.norm_params(adapter.mlp_in_norm(d.cfg.layer)))
     return W
 
 
-def decoder_directions(adapter, d: Dictionary, idx: Tensor | list[int] | None = None) -> Tensor:
+def decoder_directions(adapter: Adapter, d: Dictionary, idx: Tensor | list[int] | None = None) -> Tensor:
     """``[n, d_model]``: what the features write into the residual stream."""
-    W = d.W_dec.detach().float()
-    W = W if idx is None else W[torch.as_tensor(idx)]
+    W = _rows(d.W_dec, idx)
     post = adapter.mlp_out_norm(d.cfg.layer) if d.cfg.hook_out.endswith("mlp.out") else None
-    return W if post is None else W * adapter.norm_params(post).gain.float()
+    return write_through(W, None if post is None else adapter.norm_params(post))
 
 
-def embedding_matrix(adapter) -> Tensor:
+def embedding_matrix(adapter: Adapter) -> Tensor:
     return adapter.embed().weight.detach().float() * adapter.embed_scale
 
 
-def logit_effects(adapter, directions: Tensor) -> Tensor:
+def logit_effects(adapter: Adapter, directions: Tensor) -> Tensor:
     """``[n, vocab]`` for residual directions ``[n, d_model]``."""
     final = adapter.norm_params(adapter.final_norm())
     return (center(directions, final) * final.gain.float()) @ adapter.unembed().float()
 
 
-def deembeddings(adapter, directions: Tensor) -> Tensor:
+def deembeddings(adapter: Adapter, directions: Tensor) -> Tensor:
     """``[n, vocab]``: each token's embedding read along each encoder direction ``[n, d_model]``."""
     return directions @ embedding_matrix(adapter).T
 

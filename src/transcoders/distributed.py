@@ -19,6 +19,8 @@ the cost, so it is divided), the shares are gathered back in context order, and 
 Checkpoints hold every layer and the global data position, written by rank 0 only, so a
 run resumes on any number of processes. ``Group()`` (one process) makes every method a
 no-op, which is how the single-process trainer runs through the same code.
+
+A ground-floor module: the activation source (``data``) and the trainer (``training``) both use it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
-
+import torch.distributed as dist
 
 # Collectives wait this long for the slowest rank (rank 0 writing a multi-GB checkpoint while the others wait;
 # NCCL's default of 10 minutes would abort the job mid-write).
@@ -49,8 +51,6 @@ class Group:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls(), device
-        import torch.distributed as dist
-
         local = int(os.environ.get("LOCAL_RANK", "0"))
         backend = "gloo"
         if device.startswith("cuda"):
@@ -83,8 +83,6 @@ class Group:
         ``dst`` (the others get None)."""
         if not self.distributed:
             return t
-        import torch.distributed as dist
-
         t = t.to(self.device)
         n = torch.tensor([t.shape[0]], device=t.device)
         counts = [torch.zeros_like(n) for _ in range(self.world)]
@@ -106,8 +104,6 @@ class Group:
         """All-reduce the mean, in place (one flat buffer per dtype and device: one message, not one per tensor)."""
         if not self.distributed or not tensors:
             return
-        import torch.distributed as dist
-
         groups: dict[tuple, list[torch.Tensor]] = {}
         for t in tensors:
             groups.setdefault((t.dtype, t.device), []).append(t)
@@ -133,8 +129,6 @@ class Group:
     def _reduced(self, t: torch.Tensor, op: str) -> torch.Tensor:
         if not self.distributed:
             return t
-        import torch.distributed as dist
-
         t = t.clone()
         dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
         return t
@@ -142,8 +136,6 @@ class Group:
     def broadcast_object(self, obj, src: int = 0):
         if not self.distributed:
             return obj
-        import torch.distributed as dist
-
         box = [obj]
         dist.broadcast_object_list(box, src=src, group=self.cpu_group)
         return box[0]
@@ -153,14 +145,10 @@ class Group:
         Under NCCL this goes through a gloo group in host memory, so checkpoints never pass through GPU memory."""
         if not self.distributed:
             return [obj]
-        import torch.distributed as dist
-
         out = [None] * self.world if self.rank == dst else None
         dist.gather_object(obj, out, dst=dst, group=self.cpu_group)
         return out
 
     def barrier(self) -> None:
         if self.distributed:
-            import torch.distributed as dist
-
             dist.barrier()

@@ -1,0 +1,107 @@
+"""Sweeps: train a grid of dictionaries from one cached harvest, evaluate them on the same held-out
+tokens, and write a results table (CSV + Markdown) and Pareto plots (:mod:`.report`).
+
+The grid is kinds × sparsity × widths. Sparsity is k for TopK/BatchTopK, else target L0 (the λ
+controller) or λ itself. Every run reads the same on-disk activation cache, so the model runs once
+for the whole sweep; a killed sweep resumes: finished runs are kept, an interrupted one continues
+from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..dictionary import KINDS, activation
+from ..dictionary import runs as R
+from ..errors import TranscodersError
+from ..evaluation import EvalConfig, evaluate
+from ..flags import opt
+from ..models import LoadedModel, load_model
+from ..paths import atomic_write_json
+from ..training import TrainConfig, train
+from .report import results_rows, write_report
+
+
+@dataclass
+class SweepGrid:
+    """The axes of a sweep; every other flag of ``transcoders train`` applies to all its runs."""
+
+    kinds: str = opt("transcoder,skip-transcoder,sae", "comma list of kinds (transcoder, skip-transcoder, sae)")
+    ks: str = opt("16,32,64", "comma list of k for --activation topk/batchtopk")
+    l1s: str = opt("", "comma list of λ for relu/jumprelu (used when --target-l0s is empty)")
+    target_l0s: str = opt("", "comma list of target L0 for relu/jumprelu (the λ controller lands each)")
+    widths: str = opt("", "comma list of widths (empty: --expansion x d_model)")
+    eval_tokens: int = opt(32768, "held-out tokens every run is evaluated on")
+
+
+def _floats(s: str) -> list[float]:
+    return [float(v) for v in str(s).split(",") if v.strip()]
+
+
+def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainConfig]]:
+    """``(name, config)`` for every point of the grid; names are the run folders' names."""
+    kinds = [k.strip() for k in grid.kinds.split(",") if k.strip()]
+    for k in kinds:
+        if k not in KINDS:
+            raise TranscodersError(f"unknown kind {k!r} in --kinds: use {', '.join(KINDS)}")
+    if activation(base.activation).uses_k:
+        axis = [("k", int(v)) for v in _floats(grid.ks)]
+    elif grid.target_l0s:
+        axis = [("target_l0", v) for v in _floats(grid.target_l0s)]
+    elif grid.l1s:
+        axis = [("l1", v) for v in _floats(grid.l1s)]
+    else:
+        raise TranscodersError(f"--activation {base.activation} needs --target-l0s (e.g. 16,32,64) or --l1s to sweep over")
+    widths = [int(w) for w in _floats(grid.widths)] or [base.width]
+    if not axis:
+        raise TranscodersError("the sparsity axis of the sweep is empty: give --ks, --target-l0s or --l1s")
+    out = []
+    for kind in kinds:
+        for name, value in axis:
+            for width in widths:
+                tag = {"k": f"k{value}", "target_l0": f"l0-{value:g}", "l1": f"l1-{value:g}"}[name]
+                run = f"{kind}-{base.activation}-{tag}" + (f"-w{width}" if width else "")
+                cfg = replace(base, kind=kind, width=width, out=str(Path(base.out) / run), **{name: value})
+                out.append((run, cfg))
+    return out
+
+
+def run_sweep(base: TrainConfig, grid: SweepGrid, *, progress: bool = True, lm: LoadedModel | None = None) -> dict:
+    """Train (or resume, or skip) every run of the grid, evaluate all of them, write the report."""
+    out = Path(base.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not base.cache_activations:
+        base = replace(base, cache_activations=str(out / R.ACTIVATIONS_DIR))
+    configs = grid_configs(base, grid)
+    sweep_file = out / R.SWEEP_FILE
+    record = {"train": asdict(base), "grid": asdict(grid), "runs": [name for name, _ in configs]}
+    if sweep_file.exists():
+        old = json.loads(sweep_file.read_text())
+        if old.get("train") != record["train"] or old.get("grid") != record["grid"]:
+            raise TranscodersError(f"{out} holds a sweep with other settings ({R.SWEEP_FILE}): use another --out, or delete it")
+    atomic_write_json(sweep_file, record)
+    lm = lm or load_model(base.model)
+    n = len(configs)
+    for i, (name, cfg) in enumerate(configs, 1):
+        run = Path(cfg.out)
+        if R.finished_runs(run):
+            _say(progress, f"[{i}/{n}] {name}: already trained")
+            continue
+        resume = R.in_training(run)
+        _say(progress, f"[{i}/{n}] {name}: {'resuming' if resume else 'training'}")
+        train(cfg, resume=resume, overwrite=not resume, progress=progress, lm=lm)
+    runs = [d for _, cfg in configs for d in R.finished_runs(cfg.out)]
+    _say(progress, f"evaluating {len(runs)} runs on the same {grid.eval_tokens:,} held-out tokens")
+    res = evaluate(runs, EvalConfig(corpus=base.corpus, text_column=base.text_column, tokens=grid.eval_tokens,
+                                    each_only=True), lm=lm, ctx_len=base.ctx_len, progress=progress)
+    rows = results_rows(res, configs)
+    write_report(out, rows)
+    return {"rows": rows, "eval": res}
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(msg, file=sys.stderr, flush=True)
