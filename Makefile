@@ -32,6 +32,8 @@ demo: install
 	$(VENV)/bin/transcoders eval $(DEMO_RUN)
 
 test: install
+	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 bench: install

@@ -81,8 +81,7 @@ def main() -> None:
     if ns.threads:
         torch.set_num_threads(ns.threads)
     from transcoders.circuits import Replacement, TranscoderSet
-    from transcoders.circuits.graph import attribution_graph
-    from transcoders.circuits.graph import prune, scores
+    from transcoders.circuits.graph import attribution_graph, prune, scores
     from transcoders.circuits.graph_json import attribution_graph_json
     from transcoders.circuits.paths import find_paths, merge_paths
     from transcoders.circuits.targets import logit_target

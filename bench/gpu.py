@@ -68,16 +68,17 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     common = dict(device=args.device, dtype=args.dtype, batch_size=args.batch_size, k=32, ctx_len=128,
                   checkpoint_every=10**9, forward_batch=64 if args.device.startswith("cuda") else 32)
-    runs = [("default model, layer 6, width 18432", TrainConfig(layers="6", width=18432, tokens=args.tokens,
-                                                                out=str(out / "l6"), **common)),
-            (f"default model, all layers, width {args.set_width}", TrainConfig(layers="all", width=args.set_width,
-                                                                              tokens=args.tokens // 4, out=str(out / "set"), **common))]
+    runs = [("default model, layer 6, width 18432",
+             TrainConfig(layers="6", width=18432, tokens=args.tokens, out=str(out / "l6"), **common)),
+            (f"default model, all layers, width {args.set_width}",
+             TrainConfig(layers="all", width=args.set_width, tokens=args.tokens // 4, out=str(out / "set"), **common))]
     if args.large:
         from transformers import AutoConfig
 
         n = AutoConfig.from_pretrained(args.large).num_hidden_layers
-        runs.append((f"{args.large}, layer {n // 2}, 8x width", TrainConfig(model=args.large, layers=str(n // 2), expansion=8,
-                                                                           tokens=args.large_tokens, out=str(out / "large"), **common)))
+        runs.append((f"{args.large}, layer {n // 2}, 8x width",
+                     TrainConfig(model=args.large, layers=str(n // 2), expansion=8, tokens=args.large_tokens,
+                                 out=str(out / "large"), **common)))
     rows = []
     for name, cfg in runs:
         res = measure(cfg)

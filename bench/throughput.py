@@ -86,7 +86,8 @@ def main() -> None:
             stats = st.step(x[s : s + B], y[s : s + B], cfg.lr, cfg.sparsity_coefficient, cfg)
         dt = time.perf_counter() - t0
         tps = n / dt
-        print(f"  {activation:<5} {tps:10.0f} tokens/s   {useful * tps / 1e9:7.1f} GFLOP/s   {useful * tps / 1e9 / peak:6.1%} of peak"
+        print(f"  {activation:<5} {tps:10.0f} tokens/s   {useful * tps / 1e9:7.1f} GFLOP/s   "
+              f"{useful * tps / 1e9 / peak:6.1%} of peak"
               f"   (last batch: L0 {stats['l0']:.1f}, FVU {stats['fvu']:.3f})")
         if activation == "topk":
             e2e = 1 / (1 / h_tps + 1 / tps)

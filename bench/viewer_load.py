@@ -63,7 +63,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
-    proc = subprocess.Popen([sys.executable, "-c", "from transcoders.cli import entry; entry()", "serve", args.runs, "--port", "0"],
+    cmd = [sys.executable, "-c", "from transcoders.cli import entry; entry()", "serve", args.runs, "--port", "0"]
+    proc = subprocess.Popen(cmd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     try:
         line = proc.stdout.readline()

@@ -217,7 +217,8 @@ def main() -> None:
           f"{'ours e2e':>9} {'sparsify e2e':>13}")
     for r in rows:
         print(f"{r['width']:>6} {r['step_ours_tps']:>11.0f} {r['step_theirs_tps']:>15.0f} {r['step_ratio']:>5.2f}x "
-              f"{r['step_ours_frac']:>10.1%} {r['step_theirs_frac']:>14.1%} {r['e2e_ours_frac']:>9.1%} {r['e2e_theirs_frac']:>13.1%}")
+              f"{r['step_ours_frac']:>10.1%} {r['step_theirs_frac']:>14.1%} {r['e2e_ours_frac']:>9.1%} "
+              f"{r['e2e_theirs_frac']:>13.1%}")
     (OUT / "results.json").write_text(json.dumps({"matmul_gflops": gflops, "limit_gflops": peak,
                                                   "harvest_tps": harvest_tps, "rows": rows}, indent=1))
 

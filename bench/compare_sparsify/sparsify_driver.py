@@ -12,9 +12,8 @@ import time
 
 import torch
 from datasets import Dataset
+from sparsify import SparseCoderConfig, TrainConfig, Trainer
 from transformers import AutoModel
-
-from sparsify import SparseCoderConfig, Trainer, TrainConfig
 
 
 def main() -> None:
@@ -30,7 +29,8 @@ def main() -> None:
     t_fit = time.perf_counter()
     trainer.fit()
     end = time.perf_counter()
-    tokens = sum(int((row["input_ids"] != int(bos)).sum()) for row in dataset.select(range(len(dataset) // int(batch) * int(batch))))
+    used = dataset.select(range(len(dataset) // int(batch) * int(batch)))
+    tokens = sum(int((row["input_ids"] != int(bos)).sum()) for row in used)
     print(json.dumps({"seconds": end - t0, "fit_seconds": end - t_fit, "tokens": tokens,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 

@@ -12,7 +12,6 @@ import time
 import torch
 from safetensors.torch import load_file
 from schedulefree import ScheduleFreeWrapper
-
 from sparsify import SparseCoder, SparseCoderConfig
 from sparsify.sign_sgd import SignSGD
 

@@ -121,7 +121,7 @@ def main() -> None:
         clean_p[yy] = probs(rep, run_model(rep, ids_of[yy]).logits)[digits]
         spliced_p[yy] = probs(rep, run_model(rep, ids_of[yy], splice=all_layers).logits)[digits]
     rows = []
-    print(f"\n| d | PD (model) | P(z>d) | P(z=d) | P(z<d) | PD (all MLPs -> transcoders) |\n|---|---|---|---|---|---|")
+    print("\n| d | PD (model) | P(z>d) | P(z=d) | P(z<d) | PD (all MLPs -> transcoders) |\n|---|---|---|---|---|---|")
     for d in range(1, 9):
         ys = [yy for yy in years if yy // 10 == d]
         pd_c = statistics.fmean(pd_metric(clean_p[y], d) for y in ys)
@@ -248,7 +248,8 @@ def main() -> None:
         c, r = statistics.fmean(pd_circ[n]), statistics.fmean(draws)
         r_sd = statistics.stdev(draws)
         ablation.append({"n": n, "circuit": c, "random": r, "random_sd": r_sd})
-        print(f"| top {n} circuit features (each prompt's own; all of them where it has fewer) | {c:+.3f} | {c - base:+.3f} | {(base - c) / base:.0%} |")
+        print(f"| top {n} circuit features (each prompt's own; all of them where it has fewer) | {c:+.3f} | "
+              f"{c - base:+.3f} | {(base - c) / base:.0%} |")
         print(f"| {n} random active features, same layers and tokens ({args.random} draws; ± their sd) | {r:+.3f} ± {r_sd:.3f} | "
               f"{r - base:+.3f} | {(base - r) / base:.0%} |")
     heads = sorted(head_value.items(), key=lambda kv: -kv[1])[:6]
@@ -271,7 +272,8 @@ def main() -> None:
           f"{len(top_heads)} random heads ({args.head_random} draws): mean {rh:+.3f} ± {statistics.stdev(rand_heads):.3f}, "
           f"median {statistics.median(rand_heads):+.3f}, lowest {min(rand_heads):+.3f}")
     results["causal"] = {"pd": base, "ablation": ablation, "heads": [(f"L{L}.H{h}", v) for (L, h), v in heads],
-                         "pd_heads_zeroed": ph, "pd_random_heads": rh, "pd_random_heads_each": rand_heads, "supporting_median": statistics.median(n_feats)}
+                         "pd_heads_zeroed": ph, "pd_random_heads": rh, "pd_random_heads_each": rand_heads,
+                         "supporting_median": statistics.median(n_feats)}
 
     # ---------------------------------------------------------------- figures
     import matplotlib

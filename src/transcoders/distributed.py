@@ -42,10 +42,10 @@ class Group:
     rank: int = 0
     world: int = 1
     device: str = "cpu"  # where this rank's tensors live (NCCL collectives take tensors on it)
-    cpu_group: object = field(default=None, repr=False)  # a gloo group for pickled objects (kept off the GPU)
+    cpu_group: dist.ProcessGroup | None = field(default=None, repr=False)  # a gloo group for pickled objects (kept off the GPU)
 
     @classmethod
-    def from_env(cls, device: str = "cpu") -> tuple["Group", str]:
+    def from_env(cls, device: str = "cpu") -> tuple[Group, str]:
         """The group torchrun describes in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_*``),
         and the device this rank uses (``cuda`` becomes ``cuda:LOCAL_RANK``). One process: ``Group()``."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -85,17 +85,16 @@ class Group:
             return t
         t = t.to(self.device)
         n = torch.tensor([t.shape[0]], device=t.device)
-        counts = [torch.zeros_like(n) for _ in range(self.world)]
-        dist.all_gather(counts, n)
-        counts = [int(c) for c in counts]
+        sizes = [torch.zeros_like(n) for _ in range(self.world)]
+        dist.all_gather(sizes, n)
+        counts = [int(c) for c in sizes]
         padded = t.new_zeros((max(counts), *t.shape[1:]))
         padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
         if dst is None:
-            parts = [torch.empty_like(padded) for _ in range(self.world)]
             dist.all_gather(parts, padded)
         else:
-            parts = [torch.empty_like(padded) for _ in range(self.world)] if self.rank == dst else None
-            dist.gather(padded, parts, dst=dst)
+            dist.gather(padded, parts if self.rank == dst else None, dst=dst)
             if self.rank != dst:
                 return None
         return torch.cat([p[:c] for p, c in zip(parts, counts)])

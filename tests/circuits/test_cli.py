@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from circuit_helpers import random_set
 
 from transcoders.cli import main

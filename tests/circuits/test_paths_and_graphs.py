@@ -55,7 +55,7 @@ def test_merged_graph_nodes_add_up(fp):
     root = Component("target")
     assert merged.nodes[root] == pytest.approx(float(fp.pre_acts(target.layer)[target.pos, target.feature]), rel=1e-4)
     incoming: dict[Component, float] = {}
-    for (child, parent), w in merged.edges.items():
+    for (_, parent), w in merged.edges.items():
         incoming[parent] = incoming.get(parent, 0.0) + w
     for parent, total in incoming.items():
         assert total == pytest.approx(merged.nodes[parent], rel=1e-4, abs=1e-4)

@@ -90,7 +90,8 @@ def test_every_edge_equals_a_perturbation_of_the_frozen_model(rep: Replacement, 
     consts = torch.tensor([fp.feature_vector(L, f, pos)[1] for L, f, pos in feats])
     tok = int(fp.logits().argmax())
     rows.append((rep.final_stage, fp.n_tokens - 1, fp.final_norm.back(rep.W_U[:, tok], fp.n_tokens - 1)))
-    consts = torch.cat([consts, torch.tensor([float(fp.final_norm.const(rep.W_U[:, tok])) + (0.0 if rep.b_U is None else float(rep.b_U[tok]))])])
+    logit_const = float(fp.final_norm.const(rep.W_U[:, tok])) + (0.0 if rep.b_U is None else float(rep.b_U[tok]))
+    consts = torch.cat([consts, torch.tensor([logit_const])])
     edges = fp.backward(rows, consts)
 
     base = fp.forward()

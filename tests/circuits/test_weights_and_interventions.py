@@ -8,9 +8,9 @@ from circuit_helpers import random_set, scaled_tiny_lm
 
 from transcoders.circuits import Replacement
 from transcoders.circuits import weights as W
-from transcoders.dictionary import directions as FW
 from transcoders.circuits.interventions import Edit, Measure, feature_acts, intervene, parse_edit, random_edits, run_model
 from transcoders.circuits.targets import parse_target
+from transcoders.dictionary import directions as FW
 from transcoders.errors import CircuitError
 
 

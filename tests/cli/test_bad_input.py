@@ -17,7 +17,7 @@ def run_main(capsys, *argv):
 
 def assert_one_line_error(code, err, *needles):
     assert code != 0
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ")
     assert "Traceback" not in err
@@ -35,7 +35,8 @@ def test_unknown_model(capsys, tmp_path):
 
 
 def test_layer_out_of_range(capsys, tmp_path, tiny_model_dir, tiny_corpus):
-    code, _, err = run_main(capsys, "train", "--model", tiny_model_dir, "--corpus", tiny_corpus, "--out", tmp_path / "r", *TINY, "--layers", "7")
+    code, _, err = run_main(capsys, "train", "--model", tiny_model_dir, "--corpus", tiny_corpus, "--out", tmp_path / "r",
+                            *TINY, "--layers", "7")
     assert_one_line_error(code, err, "layer 7", "0-2")
     assert not (tmp_path / "r").exists()  # checked before a run folder is made
 

@@ -19,7 +19,8 @@ def make(kind="transcoder", activation="topk", k=4, width=64, d=16, seed=0):
     return dic
 
 
-@pytest.mark.parametrize("kind,activation", [("transcoder", "topk"), ("transcoder", "relu"), ("skip-transcoder", "topk"), ("sae", "relu")])
+@pytest.mark.parametrize("kind,activation", [("transcoder", "topk"), ("transcoder", "relu"), ("skip-transcoder", "topk"),
+                                             ("sae", "relu")])
 def test_save_load_reproduces_outputs_exactly(tmp_path, kind, activation):
     dic = make(kind, activation)
     x = torch.randn(50, 16)

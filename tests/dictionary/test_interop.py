@@ -72,7 +72,8 @@ def reference_forward(fmt, t, cfg, x):
 
 CASES = {
     "saelens": [("sae", "relu"), ("sae", "topk"), ("sae", "jumprelu"), ("sae", "batchtopk"), ("transcoder", "relu"),
-                ("transcoder", "jumprelu"), ("transcoder", "batchtopk"), ("skip-transcoder", "relu"), ("skip-transcoder", "jumprelu")],
+                ("transcoder", "jumprelu"), ("transcoder", "batchtopk"), ("skip-transcoder", "relu"),
+                ("skip-transcoder", "jumprelu")],
     "circuit-tracer": [("transcoder", "relu"), ("transcoder", "topk"), ("transcoder", "jumprelu"), ("transcoder", "batchtopk"),
                        ("skip-transcoder", "relu"), ("skip-transcoder", "topk")],
 }

@@ -10,10 +10,10 @@ import torch
 
 from transcoders.data.activations import special_token_ids
 from transcoders.data.packing import load_split
+from transcoders.dictionary import directions as W
 from transcoders.dictionary import load_dictionary
 from transcoders.features import FeaturesConfig, collect, connect, store_path
 from transcoders.features import store as S
-from transcoders.dictionary import directions as W
 from transcoders.features.collect import sample_priority
 from transcoders.models import load_model
 from transcoders.models.hooks import capture
@@ -77,7 +77,8 @@ def test_store_matches_a_brute_force_pass(trained, tiny_corpus):
             firing = torch.nonzero(ctx_max[:, f] > 0).flatten()
             prio = sample_priority(firing, torch.full_like(firing, f))
             want_ctx = sorted(firing[prio.argsort()[:4]].tolist())
-            got_ctx = sorted(c for (c,) in con.execute("SELECT context FROM examples WHERE feature = ? AND kind = 'sample'", (f,)))
+            rows = con.execute("SELECT context FROM examples WHERE feature = ? AND kind = 'sample'", (f,))
+            got_ctx = sorted(c for (c,) in rows)
             assert got_ctx == want_ctx
         # weights-only tables: the top logit effect really is the largest entry
         effects = W.logit_effects(lm.adapter, W.decoder_directions(lm.adapter, d))

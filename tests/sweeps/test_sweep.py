@@ -19,7 +19,7 @@ def base_cfg(tiny_model_dir, tiny_corpus, out, **kw):
 def test_sweep_trains_the_grid_once_evaluates_all_and_resumes(tiny_model_dir, tiny_corpus, tmp_path):
     base = base_cfg(tiny_model_dir, tiny_corpus, tmp_path / "sweep")
     grid = SweepGrid(kinds="transcoder,sae", ks="4,8", eval_tokens=32 * 8)
-    res = run_sweep(base, grid, progress=False)
+    run_sweep(base, grid, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "results.csv")))
     assert len(rows) == 4 and {r["kind"] for r in rows} == {"transcoder", "sae"}
     for r in rows:

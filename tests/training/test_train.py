@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -37,7 +36,7 @@ def test_training_learns_and_reloads(tiny_model_dir, tiny_corpus, tmp_path, acti
     assert not (run / "checkpoint.safetensors").exists()
     d = load_dictionary(run)
     assert d.cfg.layer == 1 and d.cfg.width == 128 and d.cfg.activation == activation
-    log = [json.loads(l) for l in (run / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     fvu = [e["layers"]["1"]["fvu"] for e in log]
     assert fvu[-1] < fvu[0], fvu  # it kept learning
     # The saved (scale-folded) dictionary works on raw activations of held-out text.
@@ -64,7 +63,7 @@ def test_target_l0_steers_the_sparsity_penalty(tiny_model_dir, tiny_corpus, tmp_
     target = 12
     cfg = cfg_for(tiny_model_dir, tiny_corpus, tmp_path / "run", activation=activation, target_l0=target, tokens=81920)
     (run,) = train(cfg, progress=False)
-    log = [json.loads(l)["layers"]["1"] for l in (run / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line)["layers"]["1"] for line in (run / "train_log.jsonl").read_text().splitlines()]
     assert log[-1]["l1"] != log[0]["l1"]  # λ moved
     final_l0 = sum(e["l0"] for e in log[-3:]) / 3
     assert abs(final_l0 - target) / target < 0.25, [round(e["l0"], 1) for e in log]
@@ -144,7 +143,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_model_dir, tiny_cor
             kills += 1
         assert not (run / "config.json").exists(), "the run finished before it could be killed: make it longer"
         if attempt == 0:
-            proc = subprocess.Popen(_cli("train", "--resume", run, "--quiet"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(_cli("train", "--resume", run, "--quiet"), env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
     assert kills == 2
     res = subprocess.run(_cli("train", "--resume", run, "--quiet"), env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr

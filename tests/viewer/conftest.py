@@ -1,8 +1,10 @@
-"""A real (tiny) runs folder for the viewer tests: a 3-layer set with feature stores and a circuit graph."""
+"""A real (tiny) runs folder for the viewer tests: a 3-layer set with feature stores and a circuit graph, a partial
+set (layers 3 and 4 of a 5-layer model, like `--layers 8,20` of a large one) and a sweep."""
 
 from __future__ import annotations
 
 import pytest
+from tiny_llama import save_tiny_llama
 
 from transcoders.features import FeaturesConfig, collect
 from transcoders.models import load_model
@@ -11,8 +13,11 @@ from transcoders.viewer import make_server, serve_in_thread
 
 
 @pytest.fixture(scope="session")
-def runs_root(tiny_model_dir, tiny_corpus, tmp_path_factory):
+def runs_root(tiny_model_dir, tiny_corpus, tiny_texts, tmp_path_factory):
     root = tmp_path_factory.mktemp("viewer-runs")
+    deep = save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-5"), tiny_texts, n_layers=5)
+    train(TrainConfig(model=deep, corpus=tiny_corpus, layers="3,4", out=str(root / "partial"), width=48, k=4,
+                      tokens=2048, batch_size=256, ctx_len=32, chunk_tokens=2048, forward_batch=16), progress=False)
     cfg = TrainConfig(model=tiny_model_dir, corpus=tiny_corpus, layers="all", out=str(root / "set"), width=48, k=4,
                       tokens=4096, batch_size=256, ctx_len=32, chunk_tokens=4096, forward_batch=16)
     runs = train(cfg, progress=False)

@@ -134,3 +134,16 @@ def test_a_prompt_typed_in_the_viewer_is_traced_and_drawn(page):
     page.wait_for_url(re.compile(r".*a-cat-and-a-dog-paths\.json$"))
     page.wait_for_selector("#graph-svg circle.node")
     assert "a cat and a dog" in page.inner_text("h1")
+
+
+def test_a_partial_set_is_offered_by_the_circuit_picker_and_traces(page):
+    """A set of some layers only (here 3 and 4 of a 5-layer model, like `--layers 8,20` of the default model)."""
+    page.goto(f"{page.origin}/#/graphs")
+    page.wait_for_selector("#c-go")
+    assert sorted(page.locator("#c-set option").all_inner_texts()) == ["partial", "set"]
+    page.select_option("#c-set", "partial")
+    page.fill("#c-prompt", "a king and a ship")
+    page.click("#c-go")
+    page.wait_for_url(re.compile(r".*partial%2Fgraphs%2Fa-king-and-a-ship-paths\.json$"))
+    page.wait_for_selector("#graph-svg circle.node")
+    assert "a king and a ship" in page.inner_text("h1")

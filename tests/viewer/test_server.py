@@ -4,13 +4,14 @@ every refusal: path traversal, a public bind without a token, missing tokens, ma
 from __future__ import annotations
 
 import json
-import time
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
+from transcoders.cli import main
 from transcoders.features import store_path
 from transcoders.viewer import ViewerError, make_server, serve_in_thread
 
@@ -99,7 +100,8 @@ def test_blind_rating_hides_the_run_and_tallies(server):
     get_json(server, "/api/rating/answer", {"session": s2["session"], "index": 0, "interpretable": "no"})
     _, listed = get_json(server, "/api/ratings")
     by_id = {x["session"]: x for x in listed["sessions"]}
-    assert [x["session"] for x in listed["sessions"]].index(s2["session"]) < [x["session"] for x in listed["sessions"]].index(s["session"])
+    order = [x["session"] for x in listed["sessions"]]
+    assert order.index(s2["session"]) < order.index(s["session"])
     assert by_id[s["session"]]["done"] and by_id[s["session"]]["tally"] == tally
     assert by_id[s2["session"]] | {"started": 0} == {"session": s2["session"], "runs": ["set/layer_02", "set/layer_00"],
                                                      "rated": 1, "total": 4, "started": 0, "done": False}
@@ -182,7 +184,6 @@ def test_public_bind_needs_a_token(runs_root):
 
 
 def test_cli_refuses_a_public_host_without_token(capsys, runs_root):
-    from transcoders.cli import main
 
     assert main(["serve", str(runs_root), "--host", "0.0.0.0", "--port", "0"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
@@ -202,6 +203,22 @@ def test_a_circuit_computed_from_the_viewer_opens_as_a_graph(server, runs_root):
     assert status == 400 and "token" in err["error"]
     status, err = get_json(server, "/api/graph/compute", {"set": "../..", "prompt": "x"})
     assert status == 403
+
+
+def test_a_partial_set_is_a_set_and_its_graphs_link_to_its_layers(server, runs_root):
+    """Layers 3 and 4 of a 5-layer model (like `--layers 8,20`): listed as a set, traced like one, and its graph's
+    feature nodes point at its own layer_03/layer_04 runs."""
+    _, d = get_json(server, "/api/runs")
+    assert sorted(d["sets"]) == ["partial", "set"]  # the sweep and its runs are not sets
+    assert {"partial/layer_03", "partial/layer_04"} <= {r["path"] for r in d["runs"]}
+    assert main(["circuit", "--set", str(runs_root / "partial"), "--prompt", "the king sees", "--mode", "graph",
+                 "--node-threshold", "1", "--edge-threshold", "1", "--quiet"]) == 0
+    status, g = get_json(server, "/api/graph?path=partial/graphs/the-king-sees-graph.json")
+    assert status == 200, g
+    feats = [n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder"]
+    assert feats and {int(n["layer"]) for n in feats} <= {3, 4}
+    assert all(n["run"] == f"partial/layer_{int(n['layer']):02d}" for n in feats)
+    assert all(n["node_id"] == f"{n['layer']}_{n['feature_index']}_{n['ctx_idx']}" for n in feats)
 
 
 def test_sweeps_are_listed_with_their_pareto_plots(server, runs_root):

@@ -17,7 +17,15 @@ from ..flags import opt
 from ..models import load_model
 from . import weights as W
 from .graph import attribution_graph, prune, scores
-from .graph_json import attribution_graph_json, feature_node_id, feature_nodes, graph_mode, merged_graph_json, read_json, write_json
+from .graph_json import (
+    attribution_graph_json,
+    feature_node_id,
+    feature_nodes,
+    graph_mode,
+    merged_graph_json,
+    read_json,
+    write_json,
+)
 from .interventions import Edit, Measure, intervene, parse_edit, random_ablations
 from .paths import find_paths, format_paths, merge_paths, strongest_nodes
 from .replacement import FrozenPrompt, Replacement
@@ -160,7 +168,7 @@ def run_connections(cfg: ConnectionsConfig, rep: Replacement | None = None) -> s
     def name(t: int) -> str:
         return repr(tok.decode([t])) if tok is not None else f"#{t}"
 
-    def table(title: str, r: "W.Ranked", show) -> list[str]:
+    def table(title: str, r: W.Ranked, show) -> list[str]:
         return [f"{title}", "  top:    " + ", ".join(f"{show(i)} {v:+.3f}" for i, v in r.top),
                 "  bottom: " + ", ".join(f"{show(i)} {v:+.3f}" for i, v in r.bottom)]
 

@@ -26,7 +26,7 @@ FEATURE_TYPE = "cross layer transcoder"  # circuit-tracer's feature_type of a tr
 
 def _tok(fp: FrozenPrompt, tid: int) -> str:
     tok = fp.rep.lm.tokenizer
-    return tok.decode([tid]) if tok is not None else f"#{tid}"
+    return str(tok.decode([tid])) if tok is not None else f"#{tid}"
 
 
 def _node(node_id: str, *, feature: int, layer, pos: int, ftype: str, js: str | None = None, clerp: str = "",

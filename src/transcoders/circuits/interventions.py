@@ -13,6 +13,7 @@ prompt (the activation that feature has there, at the same position counted from
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -54,7 +55,7 @@ class Run:
     mlp_in: dict[int, Tensor]  # [T, d] at each layer that was read
 
 
-def run_model(rep: Replacement, ids: Tensor, edits: list[Edit] = (), patch_acts: dict[int, Tensor] | None = None,
+def run_model(rep: Replacement, ids: Tensor, edits: Sequence[Edit] = (), patch_acts: dict[int, Tensor] | None = None,
               read_layers: tuple[int, ...] = (), splice: tuple[int, ...] = ()) -> Run:
     """Forward ``ids [T]`` with the edits applied; returns the last position's logits and the MLP inputs of
     ``read_layers`` (after the edits upstream of them). Layers in ``splice`` have their MLP replaced by the
@@ -89,6 +90,7 @@ def run_model(rep: Replacement, ids: Tensor, edits: list[Edit] = (), patch_acts:
                 elif e.op == "scale":
                     z2[p, f] = z[p, f] * e.value
                 else:  # patch
+                    assert patch_acts is not None, "patch edits need the activations to patch in"
                     z2[p, f] = patch_acts[L][p, f]
             if L in splice:
                 return tc.decode(z2, xf).to(y.dtype)[None]
@@ -147,7 +149,7 @@ class Measure:
 def top_predictions(rep: Replacement, logits: Tensor, k: int = 5) -> list[tuple[str, float]]:
     p, i = rep.adapter.probabilities(logits).topk(k)
     tok = rep.lm.tokenizer
-    return [(tok.decode([t]) if tok is not None else f"#{t}", float(q)) for t, q in zip(i.tolist(), p.tolist())]
+    return [(str(tok.decode([t])) if tok is not None else f"#{t}", float(q)) for t, q in zip(i.tolist(), p.tolist())]
 
 
 @dataclass

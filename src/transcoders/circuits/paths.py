@@ -86,6 +86,7 @@ def _children(fp: FrozenPrompt, node: PathNode, con: Contributions, per_layer: i
     """The node's strongest contributors: the top ``per_layer`` features and (head, source) pairs of each layer,
     skip paths and the embedding, then the overall top ``branches`` by magnitude (sign kept)."""
     pos, vec = node.pos, node.vector
+    assert vec is not None, "a leaf has no contributors"
     cands: list[tuple[float, str, int, int, int]] = []  # (value, kind, layer, index, source)
     for L, (idx, contrib) in con.features.items():
         if contrib.numel():
@@ -140,7 +141,7 @@ def find_paths(fp: FrozenPrompt, target: Target, *, depth: int = 3, branches: in
         extended: list[Path] = []
         for path in beam:
             node = path[-1]
-            if node.leaf:
+            if node.vector is None:  # a leaf
                 continue
             key = tuple(n.comp for n in path)
             con = result.contributions.get(key)
@@ -216,11 +217,12 @@ def format_paths(search: PathSearch, top: int = 20) -> str:
     return "\n".join(lines)
 
 
-def strongest_nodes(graph: MergedGraph, kinds=("feature", "attn", "skip", "embed"), top: int = 15) -> list[tuple[Component, float]]:
+def strongest_nodes(graph: MergedGraph, kinds: tuple[str, ...] = ("feature", "attn", "skip", "embed"),
+                    top: int = 15) -> list[tuple[Component, float]]:
     items = [(c, v) for c, v in graph.nodes.items() if c.kind in kinds]
     return sorted(items, key=lambda cv: -abs(cv[1]))[:top]
 
 
 def path_value_check(fp: FrozenPrompt, path: Path) -> Tensor:
     """Each node's vector read from the residual stream (+ const): equals its ``value`` (a test helper)."""
-    return torch.tensor([float(n.vector @ fp.resid(n.stage)[n.pos]) + n.const for n in path if not n.leaf])
+    return torch.tensor([float(n.vector @ fp.resid(n.stage)[n.pos]) + n.const for n in path if n.vector is not None])

@@ -30,14 +30,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data.packing import bos_token_id
 from ..errors import CircuitError
 from ..models import LoadedModel
-from ..models.adapters import NormParams
+from ..models.adapters import Adapter, NormParams
 from ..models.hooks import first_input, first_output
 from .transcoder_set import TranscoderSet
 
@@ -53,7 +54,7 @@ class FrozenNorm:
     inv: Tensor  # [T] 1 / sqrt(mean(P(x)^2) + eps) at the prompt's own input
 
     @classmethod
-    def freeze(cls, p: NormParams, x: Tensor) -> "FrozenNorm":
+    def freeze(cls, p: NormParams, x: Tensor) -> FrozenNorm:
         """Freeze at the norm's real input ``x [T, d]``."""
         xc = x - x.mean(-1, keepdim=True) if p.centered else x
         inv = torch.rsqrt(xc.pow(2).mean(-1) + p.eps)
@@ -78,8 +79,12 @@ class FrozenNorm:
         """``u · bias`` (zero for RMSNorm)."""
         return torch.zeros(u.shape[:-1], dtype=u.dtype) if self.bias is None else u @ self.bias
 
-    def sliced(self, n: int) -> "FrozenNorm":
+    def sliced(self, n: int) -> FrozenNorm:
         return FrozenNorm(self.gain, self.bias, self.centered, self.inv[:n])
+
+
+def _norm_params(a: Adapter, norm: nn.Module | None) -> NormParams | None:
+    return None if norm is None else a.norm_params(norm)
 
 
 def _const(norm: FrozenNorm | None, u: Tensor) -> float:
@@ -203,8 +208,7 @@ class Replacement:
             self.layers.append(LayerWeights(
                 W_V.float(), W_O.float(), None if b_V is None else b_V.float(), None if b_O is None else b_O.float(),
                 a.norm_params(a.attn_in_norm(L)), a.norm_params(a.mlp_in_norm(L)),
-                None if a.attn_out_norm(L) is None else a.norm_params(a.attn_out_norm(L)),
-                None if a.mlp_out_norm(L) is None else a.norm_params(a.mlp_out_norm(L)),
+                _norm_params(a, a.attn_out_norm(L)), _norm_params(a, a.mlp_out_norm(L)),
             ))  # fmt: skip
         self.final_norm = a.norm_params(a.final_norm())
         self.W_U = a.unembed().float()  # [d, V]
@@ -251,14 +255,14 @@ class Replacement:
         return out
 
     @torch.no_grad()
-    def trace(self, prompts: str | Sequence[str] | Sequence[Tensor] | Tensor) -> list["FrozenPrompt"]:
+    def trace(self, prompts: str | Sequence[str] | Sequence[Tensor] | Tensor) -> list[FrozenPrompt]:
         """One forward for a batch of prompts (text, or 1-D token-id tensors of any lengths)."""
         if isinstance(prompts, Tensor):
             ids_list = [prompts] if prompts.ndim == 1 else list(prompts)
         elif isinstance(prompts, str) or (prompts and isinstance(prompts[0], str)):
-            ids_list = self.tokenize(prompts)
+            ids_list = self.tokenize(cast(Sequence[str], prompts))
         else:
-            ids_list = list(prompts)
+            ids_list = list(cast(Sequence[Tensor], prompts))
         lens = [int(x.numel()) for x in ids_list]
         T = max(lens)
         ids = torch.zeros(len(ids_list), T, dtype=torch.long)
@@ -305,7 +309,7 @@ class Replacement:
                 h.remove()
         return rec
 
-    def _frozen(self, rec: dict, b: int, ids: Tensor) -> "FrozenPrompt":
+    def _frozen(self, rec: dict, b: int, ids: Tensor) -> FrozenPrompt:
         T = ids.numel()
         layers = []
         for L, w in enumerate(self.layers):
@@ -345,7 +349,8 @@ def eager_attention(model):
     try:
         model.set_attn_implementation("eager")
     except Exception as err:  # a model class without eager attention
-        raise CircuitError(f"cannot switch {type(model).__name__} to eager attention ({err}): circuits need attention patterns") from None
+        raise CircuitError(f"cannot switch {type(model).__name__} to eager attention ({err}): circuits need attention "
+                           "patterns") from None
     try:
         yield
     finally:
@@ -412,7 +417,7 @@ class FrozenPrompt:
         value = float(vector @ self.resid(stage)[pos]) + const
         out = Contributions(value=value, const=const, embed=float(vector @ self.embeds[pos]))
         for L in range(rep.n_layers):
-            t, w = self.layers[L], rep.layers[L]
+            t = self.layers[L]
             if rep.attn_writes_into(L, stage):
                 wv = _maybe_back(t.attn_out_norm, vector, pos)
                 u = self._ov_back(L, wv)  # [H, d]: head h's output moves u_h · x_s
@@ -464,6 +469,7 @@ class FrozenPrompt:
 
     def skip_child(self, L: int, vector: Tensor, pos: int) -> tuple[Tensor, float]:
         t, tc = self.layers[L], self.rep.tset[L]
+        assert tc.W_skip is not None, "only a skip transcoder has a skip path"
         u = _maybe_back(t.mlp_out_norm, vector, pos) @ tc.W_skip.float()
         return t.mlp_norm.back(u, pos), float(t.mlp_norm.const(u))
 
@@ -523,7 +529,7 @@ class FrozenPrompt:
         d = rep.d_model
         G = torch.zeros(N, T, d)
         by_stage: dict[int, list[int]] = {}
-        for i, (s, p, _) in enumerate(targets):
+        for i, (s, _, _) in enumerate(targets):
             by_stage.setdefault(s, []).append(i)
         top = max(by_stage)
         bias = torch.zeros(N) if consts is None else consts.clone().float()

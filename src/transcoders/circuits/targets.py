@@ -182,7 +182,8 @@ def parse_target(fp: FrozenPrompt, spec: str) -> Target:
         layer, path, p = int(m.group(1)), m.group(2), m.group(3)
         rep = fp.rep
         if not 0 <= layer <= rep.n_layers:
-            raise CircuitError(f"resid:{layer}: the residual stream has stages before blocks 0-{rep.n_layers - 1} and {rep.n_layers} (final)")
+            raise CircuitError(f"resid:{layer}: the residual stream has stages before blocks 0-{rep.n_layers - 1} and "
+                               f"{rep.n_layers} (final)")
         pos = _pos(fp, p)
         return Target(f"resid{layer}[{Path(path).stem}]@{pos}", "direction", 2 * layer, pos,
                       load_vector(path, rep.d_model), 0.0)

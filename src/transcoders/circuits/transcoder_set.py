@@ -37,7 +37,7 @@ class TranscoderSet:
         self.path = path
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu") -> "TranscoderSet":
+    def load(cls, path: str | Path, *, device: str = "cpu") -> TranscoderSet:
         """A set folder (``layer_NN/`` run folders inside) or a single run folder."""
         path = Path(path)
         if not path.is_dir():

@@ -58,7 +58,8 @@ def _intervene(ns: argparse.Namespace) -> int:
 def add_connections(sub: argparse._SubParsersAction) -> None:
     c = add_command(
         sub, "connections", func=_connections,
-        help="weights-only analysis of a feature: de-embeddings, logit effects, pullbacks; or the strongest weights between two layers",
+        help="weights-only analysis of a feature: de-embeddings, logit effects, pullbacks; or the strongest weights "
+        "between two layers",
         description="Input-invariant tables read from the weights alone (no prompt): which tokens excite a feature directly "
         "(de-embedding) or through an attention head's OV circuit, which next tokens it promotes and suppresses, which "
         "earlier features feed it most strongly (pullback), or the strongest feature-to-feature weights between two layers.",

@@ -11,7 +11,7 @@ from .common import add_command
 def _serve(ns: argparse.Namespace) -> int:
     token = new_token() if ns.token == "auto" else (ns.token or None)  # make_server refuses a public host without one
     server = make_server(ns.runs_dir, ns.host, ns.port, token, verbose=ns.verbose)
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     print(f"transcoders viewer: {url}  (runs folder {server.root}; Ctrl-C to stop)", flush=True)

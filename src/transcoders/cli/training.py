@@ -46,7 +46,8 @@ def add_train(sub: argparse._SubParsersAction, epilog: str) -> None:
         "resumes with --resume.",
     )
     add_dataclass_args(t, TrainConfig)
-    t.add_argument("--resume", metavar="RUN", default="", help="continue the interrupted run in folder RUN with its saved settings")
+    t.add_argument("--resume", metavar="RUN", default="",
+                   help="continue the interrupted run in folder RUN with its saved settings")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     add_quiet(t)
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save
@@ -112,15 +113,16 @@ class ActivationSource:
         out = {}
         for layer, (x, y) in pairs.items():
             dst = None if self.owners is None else self.owners[layer]
-            x, y = self.group.gather_rows(x, dst), self.group.gather_rows(y, dst)
-            if x is not None:
-                out[layer] = (x, y)
+            xs, ys = self.group.gather_rows(x, dst), self.group.gather_rows(y, dst)
+            if xs is not None and ys is not None:
+                out[layer] = (xs, ys)
         return out
 
     def _harvest(self, tokens: torch.Tensor, layers: list[int] | None = None) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         layers = layers or self.layers
         names = [n for layer in layers for n in hook_names(layer)]
-        keep = ~torch.isin(tokens, torch.tensor(sorted(self.special_ids), dtype=tokens.dtype)) if self.special_ids else torch.ones_like(tokens, dtype=torch.bool)
+        special = torch.tensor(sorted(self.special_ids), dtype=tokens.dtype)
+        keep = ~torch.isin(tokens, special) if self.special_ids else torch.ones_like(tokens, dtype=torch.bool)
         outs: dict[str, list[torch.Tensor]] = {n: [] for n in names}
         with torch.inference_mode():
             for s in range(0, tokens.shape[0], self.forward_batch):
@@ -132,7 +134,7 @@ class ActivationSource:
                 if self.on_harvest is not None:
                     self.on_harvest(min(s + self.forward_batch, tokens.shape[0]), tokens.shape[0])
         if tokens.shape[0] == 0:  # a rank whose share of a (partial) chunk is empty
-            empty = torch.zeros(0, self.lm.adapter.d_model, device=self.lm.model.get_input_embeddings().weight.device)
+            empty = torch.zeros(0, self.lm.adapter.d_model, device=self.lm.device)
             return {layer: (empty, empty.clone()) for layer in layers}
         return {layer: (torch.cat(outs[hook_names(layer)[0]]), torch.cat(outs[hook_names(layer)[1]])) for layer in layers}
 
@@ -191,7 +193,7 @@ class ActivationSource:
                 yield c, b, {layer: (x[idx], y[idx]) for layer, (x, y) in ch.pairs.items()}
                 if remaining is not None:
                     remaining -= 1
-            ch = perm = None  # let this chunk go before the next is harvested: two at once would double the peak
+            del ch, perm  # let this chunk go before the next is harvested: two at once would double the peak
             c, b0 = c + 1, 0
 
     # ------------------------------------------------------------ cache meta
@@ -206,6 +208,7 @@ class ActivationSource:
         }
 
     def _check_cache_meta(self) -> None:
+        assert self.cache_dir is not None
         meta = self._meta()
         path = self.cache_dir / CACHE_META
         if path.exists():

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import pyarrow.parquet as pq
+
 from transcoders.errors import CorpusError, MissingPackageError
 
 
@@ -311,7 +313,6 @@ def _read_jsonl(path: Path, source: str, text_column: str) -> Iterator[Document]
 
 def _read_parquet(path: Path, source: str, text_column: str) -> Iterator[Document]:
     """Rows of a parquet file, read one column in batches; ``doc_id`` is ``file.parquet:ROW`` (0-based)."""
-    import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
@@ -361,7 +362,7 @@ def _hf_documents(spec: str, text_column: str) -> Iterator[Document]:
     """Open the dataset now (so a bad name fails at call time) and stream its rows lazily."""
     name, config, split = parse_dataset_spec(spec)
     try:
-        import datasets
+        import datasets  # noqa: PLC0415 (lazy, deliberately: only hub datasets need it, and it takes a second to import)
 
         dataset = datasets.load_dataset(name, config, split=split, streaming=True)
     except Exception as e:  # offline, not found, bad config: all mean "cannot use this name"

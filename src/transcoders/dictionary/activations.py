@@ -13,7 +13,8 @@ class here, registered in ``ACTIVATIONS``; the dictionary, the trainer, sweeps a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, ClassVar, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,18 @@ class Encoded(NamedTuple):
             return (self.dense > 0).sum(-1)
         assert self.values is not None
         return (self.values > 0).sum(-1)
+
+    def entries(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(rows, features, values)`` of the active entries (value > 0), sorted by row."""
+        if self.dense is None:
+            assert self.values is not None and self.indices is not None
+            rows = torch.arange(self.values.shape[0], device=self.values.device).repeat_interleave(self.indices.shape[1])
+            feats, vals = self.indices.flatten(), self.values.flatten()
+        else:
+            rows, feats = torch.nonzero(self.dense, as_tuple=True)
+            vals = self.dense[rows, feats]
+        keep = vals > 0
+        return rows[keep], feats[keep], vals[keep]
 
     def fired(self, width: int) -> Tensor:
         """Bool ``[width]``: which features fired on any row."""
@@ -247,7 +260,7 @@ class JumpReLU(Activation):
         return InferenceForm("jumprelu", threshold=d.threshold.detach().clone())
 
 
-ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (ReLU(), TopK(), BatchTopK(), JumpReLU())}
+ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (TopK(), BatchTopK(), ReLU(), JumpReLU())}
 
 
 def activation(name: str) -> Activation:

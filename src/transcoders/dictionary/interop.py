@@ -107,7 +107,8 @@ def import_saelens(src: Path, model: str | None = None) -> Dictionary:
             raise CheckpointError(f"{src}: apply_b_dec_to_input on a transcoder is not supported")
         t["b_enc"] = t["b_enc"] - t["b_dec"] @ t["W_enc"]  # fold: (x - b_dec) @ W_enc + b_enc
     if cfg.get("normalize_activations", "none") != "none":
-        raise CheckpointError(f"{src}: normalize_activations={cfg['normalize_activations']!r} is not supported: fold the scaling into the weights first")
+        raise CheckpointError(f"{src}: normalize_activations={cfg['normalize_activations']!r} is not supported: fold the "
+                              "scaling into the weights first")
     kind, act = known[arch]
     meta = cfg.get("metadata") or {}
     ours = meta.get("transcoders_config") or {}
@@ -183,7 +184,7 @@ def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
         name = f"layer_{d.cfg.layer}.safetensors"
         atomic_write_bytes(out / name, save(t, metadata={"transcoders_config": json.dumps(d.cfg.to_dict())}))
         files.append(name)
-    cfg = {"model_kind": "transcoder_set", "model_name": dicts[0].cfg.model, "feature_input_hook": CT_MLP_IN,
+    cfg: dict[str, object] = {"model_kind": "transcoder_set", "model_name": dicts[0].cfg.model, "feature_input_hook": CT_MLP_IN,
            "feature_output_hook": CT_MLP_OUT, "transcoders": [str((out / f).resolve()) for f in files]}
     if {f.name for f in forms.values()} == {"topk"}:  # read by circuit-tracer's hub loader; its local loader builds
         cfg.update({"activation": "topk", "k": dicts[0].cfg.k})  # ReLU/JumpReLU from the tensors' keys only
@@ -192,7 +193,7 @@ def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
 
 
 def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionary]:
-    cfg = {}
+    cfg: dict = {}
     if (src / CT_CONFIG).exists():
         try:
             cfg = yaml.safe_load((src / CT_CONFIG).read_text()) or {}
@@ -214,10 +215,11 @@ def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionar
         dcfg = DictionaryConfig(
             d_in=d_in, d_out=t["W_dec"].shape[1], width=width, kind="skip-transcoder" if "W_skip" in t else "transcoder",
             activation=act, k=cfg.get("k") if act == "topk" else None, model=model or cfg.get("model_name") or "",
-            model_type=ours.get("model_type", ""), layer=layer, hook_in=f"blocks.{layer}.mlp.in", hook_out=f"blocks.{layer}.mlp.out",
+            model_type=ours.get("model_type", ""), layer=layer, hook_in=f"blocks.{layer}.mlp.in",
+            hook_out=f"blocks.{layer}.mlp.out",
             extra={"imported_from": "circuit-tracer", "source": str(f)},
         )
-        tensors = {k: t[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip") if k in t}
+        tensors: dict[str, torch.Tensor] = {k: t[k] for k in ("W_enc", "b_enc", "W_dec", "b_dec", "W_skip") if k in t}
         if act == "jumprelu":
             tensors["threshold"] = t["activation_function.threshold"]
         out.append(_build(dcfg, tensors, f))

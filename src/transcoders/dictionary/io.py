@@ -32,9 +32,11 @@ def read_config(run_dir: str | Path) -> DictionaryConfig:
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir} is not a run folder: it does not exist (train one with `transcoders train --out {run_dir}`)")
+        raise CheckpointError(f"{run_dir} is not a run folder: it does not exist (train one with "
+                              f"`transcoders train --out {run_dir}`)")
     if not path.is_file():
-        raise CheckpointError(f"{run_dir} is not a finished run: it has no {CONFIG_FILE} (resume it with `transcoders train --resume {run_dir}`)")
+        raise CheckpointError(f"{run_dir} is not a finished run: it has no {CONFIG_FILE} (resume it with "
+                              f"`transcoders train --resume {run_dir}`)")
     try:
         return DictionaryConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError, ValueError) as e:
@@ -73,6 +75,7 @@ def load_dictionary(
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != got:
         diff = sorted(set(expected.items()) ^ set(got.items()))[:3]
-        raise CheckpointError(f"{path} does not match its config.json (width/d_in/d_out/kind differ: {diff}): the files come from different runs")
+        raise CheckpointError(f"{path} does not match its {CONFIG_FILE} (width/d_in/d_out/kind differ: {diff}): the files "
+                              "come from different runs")
     d.load_state_dict(tensors)
     return d

@@ -17,8 +17,9 @@ MLP output; an SAE is the same module with target = input.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ class DictionaryConfig:
         return at(self.hook_in), at(self.hook_out)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DictionaryConfig":
+    def from_dict(cls, d: dict) -> DictionaryConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -200,6 +201,7 @@ class Dictionary(nn.Module):
         if enc.dense is not None:
             z = enc.dense
         else:
+            assert enc.values is not None and enc.indices is not None
             z = torch.zeros(enc.values.shape[0], self.width, dtype=enc.values.dtype, device=enc.values.device)
             z.scatter_(1, enc.indices, enc.values)
         return z.reshape(*shape, self.width)
@@ -209,6 +211,7 @@ class Dictionary(nn.Module):
         if enc.dense is not None:
             return enc.dense @ self.W_dec + self.b_dec
         # (values are bfloat16 under autocast; the embedding bag wants the decoder's dtype)
+        assert enc.values is not None and enc.indices is not None
         vals = enc.values.to(self.W_dec.dtype)
         return F.embedding_bag(enc.indices, self.W_dec, per_sample_weights=vals, mode="sum") + self.b_dec
 

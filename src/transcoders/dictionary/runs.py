@@ -99,7 +99,7 @@ def layer_runs(set_dir: str | os.PathLike) -> list[Path]:
     p = Path(set_dir)
     if not p.is_dir():
         return []
-    found = [(layer_of_dir(q), q) for q in p.iterdir() if q.is_dir() and layer_of_dir(q) is not None and is_run(q)]
+    found = [(layer, q) for q in p.iterdir() if (layer := layer_of_dir(q)) is not None and q.is_dir() and is_run(q)]
     return [q for _, q in sorted(found, key=lambda lq: lq[0])]
 
 
@@ -179,7 +179,7 @@ def run_for_layer(set_dir: str | os.PathLike, layer: int) -> Path | None:
     layer (a one-layer "set"); None when there is none."""
     if is_run(layer_dir(set_dir, layer)):
         return layer_dir(set_dir, layer)
-    if is_run(set_dir) and read_config(set_dir).layer == layer:
+    if is_run(set_dir) and read_config(Path(set_dir)).layer == layer:
         return Path(set_dir)
     return None
 

@@ -67,7 +67,8 @@ class _SelectedPreacts(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             gw = scatter_outer(idx, g, x, width).to(weight.dtype)
         if ctx.needs_input_grad[2]:
-            gb = torch.zeros(width, dtype=weight.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1).to(weight.dtype))
+            gb = torch.zeros(width, dtype=weight.dtype, device=g.device)
+            gb.index_add_(0, idx.reshape(-1), g.reshape(-1).to(weight.dtype))
         return gx, gw, gb, None, None
 
 

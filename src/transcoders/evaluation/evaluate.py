@@ -14,8 +14,9 @@ are averaged over positions whose target is an ordinary token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ class _NextTokenLoss:
 
 
 def evaluate(
-    runs: list[str | Path],
+    runs: Sequence[str | Path],
     cfg: EvalConfig | None = None,
     *,
     lm: LoadedModel | None = None,
@@ -256,7 +257,7 @@ class _Evaluation:
         return out
 
 
-def _forward(lm: LoadedModel, ids: torch.Tensor, edits: dict, loss: "_NextTokenLoss", valid: torch.Tensor) -> torch.Tensor:
+def _forward(lm: LoadedModel, ids: torch.Tensor, edits: dict, loss: _NextTokenLoss, valid: torch.Tensor) -> torch.Tensor:
     """One forward with ``edits`` ({layer: fn(mlp_in, mlp_out)}) patched in; adds to ``loss``; returns log-probs."""
     with ExitStack() as st:
         for layer, fn in edits.items():
@@ -317,7 +318,8 @@ def format_table(result: dict) -> str:
     if f is not None:
         what = "transcoder spliced in" if len(f["spliced_layers"]) == 1 else "all spliced in"
         lines.append("")
-        lines.append(f"Next-token CE on {f['n_loss_positions']:,} held-out positions ({f['corpus']} corpus), layers {f['spliced_layers']} replaced together:")
+        lines.append(f"Next-token CE on {f['n_loss_positions']:,} held-out positions ({f['corpus']} corpus), "
+                     f"layers {f['spliced_layers']} replaced together:")
         rows = [("clean model", f["ce_clean"]), (what, f["ce_spliced"]), ("MLP mean-ablated", f["ce_mean_ablated"]),
                 ("MLP zero-ablated", f["ce_zero_ablated"])]
         for name, v in rows:
@@ -331,12 +333,14 @@ def format_table(result: dict) -> str:
         a0 = alone[0][1]["alone"]
         lines.append("")
         lines.append(f"Each spliced in alone (clean CE {a0['ce_clean']:.4f} nats on {a0['n_loss_positions']:,} positions):")
-        hdr = f"{'run':<32} {'layer':>5} {'L0':>7} {'FVU':>7} {'CE spliced':>10} {'CE incr':>8} {'rec mean':>8} {'rec zero':>8} {'KL':>7}"
+        hdr = (f"{'run':<32} {'layer':>5} {'L0':>7} {'FVU':>7} {'CE spliced':>10} {'CE incr':>8} {'rec mean':>8} "
+               f"{'rec zero':>8} {'KL':>7}")
         lines += [hdr, "-" * len(hdr)]
         for r, m in alone:
             a = m["alone"]
             lines.append(f"{_short(r):<32} {m['layer']:>5} {m['l0']:>7.1f} {m['fvu']:>7.3f} {a['ce_spliced']:>10.4f} "
-                         f"{a['ce_increase']:>8.4f} {a['ce_recovered_mean']:>8.1%} {a['ce_recovered_zero']:>8.1%} {a['kl_clean_spliced']:>7.4f}")
+                         f"{a['ce_increase']:>8.4f} {a['ce_recovered_mean']:>8.1%} {a['ce_recovered_zero']:>8.1%} "
+                         f"{a['kl_clean_spliced']:>7.4f}")
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,7 @@ class Accumulator:
                     s_pos.gather(0, keep))
 
     def example_rows(self) -> list[tuple]:
-        out = []
+        out: list[tuple] = []
         for kind, (val, ctx, pos) in (("top", self.top), ("sample", self.smp[1:])):
             slot, feat = torch.nonzero(ctx >= 0, as_tuple=True)
             out += zip(feat.tolist(), [kind] * feat.numel(), slot.tolist(), ctx[slot, feat].tolist(),
@@ -116,30 +117,23 @@ class Accumulator:
 
 def sparse_codes(d: Dictionary, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(rows, features, values)`` of the active entries of ``x [N, d_in]``'s codes, sorted by row."""
-    enc = d.encode_sparse(x)
-    if enc.indices is not None:
-        rows = torch.arange(x.shape[0]).repeat_interleave(enc.indices.shape[1])
-        feats, vals = enc.indices.flatten(), enc.values.flatten()
-    else:
-        rows, feats = torch.nonzero(enc.dense, as_tuple=True)
-        vals = enc.dense[rows, feats]
-    keep = vals > 0
-    return rows[keep], feats[keep], vals[keep].float()
+    rows, feats, vals = d.encode_sparse(x).entries()
+    return rows, feats, vals.float()
 
 
 def weight_tables(adapter: Adapter, d: Dictionary, k: int = 10, batch: int = 512) -> list[tuple[str, str, str, str]]:
     """Per feature, JSON ``[[token, score], ...]`` of its top and bottom logit effects and de-embeddings."""
-    out = []
+    out: list[tuple[str, str, str, str]] = []
     for i in range(0, d.width, batch):
         idx = torch.arange(i, min(i + batch, d.width))
         tables = [W.top_bottom(W.logit_effects(adapter, W.decoder_directions(adapter, d, idx)), k),
                   W.top_bottom(W.deembeddings(adapter, W.encoder_directions(adapter, d, idx)), k)]
-        for r in range(idx.numel()):
-            cols = []
-            for ti, tv, bi, bv in tables:
-                cols += [json.dumps([[int(a), round(float(b), 4)] for a, b in zip(ti[r], tv[r])]),
-                         json.dumps([[int(a), round(float(b), 4)] for a, b in zip(bi[r], bv[r])])]
-            out.append(tuple(cols))
+        def pairs(ids: Tensor, vals: Tensor) -> str:
+            return json.dumps([[int(a), round(float(b), 4)] for a, b in zip(ids, vals)])
+
+        (lti, ltv, lbi, lbv), (dti, dtv, dbi, dbv) = tables
+        out += [(pairs(lti[r], ltv[r]), pairs(lbi[r], lbv[r]), pairs(dti[r], dtv[r]), pairs(dbi[r], dbv[r]))
+                for r in range(idx.numel())]
     return out
 
 
@@ -164,7 +158,7 @@ class FeaturesConfig:
     fresh: bool = opt(False, "start the stores again instead of continuing them")
 
 
-def collect(runs: list[str | Path], cfg: FeaturesConfig, *, lm: LoadedModel | None = None,
+def collect(runs: Sequence[str | Path], cfg: FeaturesConfig, *, lm: LoadedModel | None = None,
             progress: bool = True) -> dict[Path, dict]:
     """Fill ``features.sqlite`` in each run folder; returns each store's meta."""
     opened = open_runs(runs, what="collect")

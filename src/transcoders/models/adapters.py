@@ -23,7 +23,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -76,8 +76,9 @@ class Adapter:
     rms_gain_offset: float = 0.0
 
     def __init__(self, model: nn.Module):
-        self.model = model
-        cfg = model.config.get_text_config()
+        # Any: each family reaches into its own Hugging Face attributes (model.model.layers, transformer.h, ...)
+        self.model: Any = cast(Any, model)
+        cfg = self.model.config.get_text_config()
         self.config = cfg
         self.n_layers: int = len(self._layers())
         self.d_model: int = cfg.hidden_size
@@ -111,7 +112,7 @@ class Adapter:
     def final_norm(self) -> nn.Module:
         raise NotImplementedError
 
-    def _lm_head(self) -> nn.Module:
+    def _lm_head(self) -> Any:
         return self.model.get_output_embeddings()  # lm_head (Pythia: `embed_out` before transformers 5)
 
     def ov_weights(self, L: int) -> tuple[Tensor, Tensor]:
@@ -136,12 +137,16 @@ class Adapter:
             raise ModelError(f"layer {L} is out of range: this model has layers 0-{self.n_layers - 1}")
 
     def layer(self, L: int) -> nn.Module:
+        return self._block(L)
+
+    def _block(self, L: int) -> Any:
+        """Block ``L`` with its family's attributes (what the subclasses read)."""
         self.check_layer(L)
         return self._layers()[L]
 
     def mlp(self, L: int) -> nn.Module:
         """The MLP module: its forward input (``args[0]``) is the normalised MLP input, its output the MLP output."""
-        return self.layer(L).mlp
+        return self._block(L).mlp
 
     def mlp_out_norm(self, L: int) -> nn.Module | None:
         """A norm applied to the MLP output before it joins the residual stream (Gemma 2/3), else None."""
@@ -196,9 +201,10 @@ class Adapter:
             bias = norm.bias.detach() if norm.bias is not None else None
             return NormParams(gain, bias, True, float(norm.eps))
         eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
-        if eps is None or getattr(norm, "weight", None) is None:
+        weight = getattr(norm, "weight", None)
+        if eps is None or not isinstance(weight, Tensor):
             raise ModelError(f"cannot read the parameters of norm {type(norm).__name__}: it has no weight/eps")
-        return NormParams(norm.weight.detach() + self.rms_gain_offset, None, False, float(eps))
+        return NormParams(weight.detach() + self.rms_gain_offset, None, False, float(eps))
 
     def hook_point(self, name: str) -> tuple[nn.Module, str]:
         """``"blocks.6.mlp.in"`` -> ``(module, "input")``; see the module docstring for the names.
@@ -247,20 +253,20 @@ class LlamaAdapter(Adapter):
     family = "llama"
     model_types = ("llama", "mistral", "qwen2", "qwen3")
 
-    def _base(self) -> nn.Module:
+    def _base(self) -> Any:
         return self.model.model
 
     def _layers(self) -> nn.ModuleList:
         return self._base().layers
 
     def mlp_in_norm(self, L: int) -> nn.Module:
-        return self.layer(L).post_attention_layernorm
+        return self._block(L).post_attention_layernorm
 
     def attn(self, L: int) -> nn.Module:
-        return self.layer(L).self_attn
+        return self._block(L).self_attn
 
     def attn_in_norm(self, L: int) -> nn.Module:
-        return self.layer(L).input_layernorm
+        return self._block(L).input_layernorm
 
     def embed(self) -> nn.Embedding:
         return self._base().embed_tokens
@@ -269,14 +275,14 @@ class LlamaAdapter(Adapter):
         return self._base().norm
 
     def ov_weights(self, L: int) -> tuple[Tensor, Tensor]:
-        attn = self.attn(L)
+        attn: Any = self.attn(L)
         rep = self.n_heads // self.n_kv_heads  # query head h reads key/value head h // rep (transformers' repeat_kv)
         W_V = _split_heads_in(attn.v_proj.weight, self.n_kv_heads, self.d_head).repeat_interleave(rep, dim=0)
         W_O = _split_heads_out(attn.o_proj.weight, self.n_heads, self.d_head)
         return W_V, W_O
 
     def ov_biases(self, L: int) -> tuple[Tensor | None, Tensor | None]:
-        attn = self.attn(L)
+        attn: Any = self.attn(L)
         rep = self.n_heads // self.n_kv_heads
         b_V = attn.v_proj.bias
         if b_V is not None:
@@ -316,19 +322,19 @@ class GemmaAdapter(LlamaAdapter):
         # structural, not by name: a Gemma 2/3 block carries the extra norms
         self.sandwich_norms = hasattr(self._layers()[0], "pre_feedforward_layernorm")
 
-    def _base(self) -> nn.Module:
+    def _base(self) -> Any:
         base = self.model.model
         return getattr(base, "language_model", base)  # Gemma3ForConditionalGeneration wraps the text model
 
     def mlp_in_norm(self, L: int) -> nn.Module:
-        layer = self.layer(L)
+        layer = self._block(L)
         return layer.pre_feedforward_layernorm if self.sandwich_norms else layer.post_attention_layernorm
 
     def mlp_out_norm(self, L: int) -> nn.Module | None:
-        return self.layer(L).post_feedforward_layernorm if self.sandwich_norms else None
+        return self._block(L).post_feedforward_layernorm if self.sandwich_norms else None
 
     def attn_out_norm(self, L: int) -> nn.Module | None:
-        return self.layer(L).post_attention_layernorm if self.sandwich_norms else None
+        return self._block(L).post_attention_layernorm if self.sandwich_norms else None
 
 
 class GPT2Adapter(Adapter):
@@ -348,13 +354,13 @@ class GPT2Adapter(Adapter):
         return self.config.n_inner or 4 * self.config.hidden_size
 
     def mlp_in_norm(self, L: int) -> nn.Module:
-        return self.layer(L).ln_2
+        return self._block(L).ln_2
 
     def attn(self, L: int) -> nn.Module:
-        return self.layer(L).attn
+        return self._block(L).attn
 
     def attn_in_norm(self, L: int) -> nn.Module:
-        return self.layer(L).ln_1
+        return self._block(L).ln_1
 
     def embed(self) -> nn.Embedding:
         return self.model.transformer.wte
@@ -366,14 +372,16 @@ class GPT2Adapter(Adapter):
         return self.model.transformer.ln_f
 
     def ov_weights(self, L: int) -> tuple[Tensor, Tensor]:
-        attn, d = self.attn(L), self.d_model
+        attn: Any = self.attn(L)
+        d = self.d_model
         W_V = attn.c_attn.weight.detach()[:, 2 * d : 3 * d]  # [d_model, n_heads * d_head]
         W_V = W_V.reshape(d, self.n_heads, self.d_head).transpose(0, 1)  # [n_heads, d_model, d_head]
         W_O = attn.c_proj.weight.detach().reshape(self.n_heads, self.d_head, d)  # [in, out] already
         return W_V, W_O
 
     def ov_biases(self, L: int) -> tuple[Tensor | None, Tensor | None]:
-        attn, d = self.attn(L), self.d_model
+        attn: Any = self.attn(L)
+        d = self.d_model
         b_V = attn.c_attn.bias.detach()[2 * d : 3 * d].reshape(self.n_heads, self.d_head)
         return b_V, attn.c_proj.bias.detach()
 
@@ -398,13 +406,13 @@ class GPTNeoXAdapter(Adapter):
         return self.model.gpt_neox.layers
 
     def mlp_in_norm(self, L: int) -> nn.Module:
-        return self.layer(L).post_attention_layernorm
+        return self._block(L).post_attention_layernorm
 
     def attn(self, L: int) -> nn.Module:
-        return self.layer(L).attention
+        return self._block(L).attention
 
     def attn_in_norm(self, L: int) -> nn.Module:
-        return self.layer(L).input_layernorm
+        return self._block(L).input_layernorm
 
     def embed(self) -> nn.Embedding:
         return self.model.gpt_neox.embed_in
@@ -413,14 +421,14 @@ class GPTNeoXAdapter(Adapter):
         return self.model.gpt_neox.final_layer_norm
 
     def ov_weights(self, L: int) -> tuple[Tensor, Tensor]:
-        attn = self.attn(L)
+        attn: Any = self.attn(L)
         qkv = attn.query_key_value.weight.detach().reshape(self.n_heads, 3, self.d_head, self.d_model)
         W_V = qkv[:, 2].transpose(1, 2)  # [n_heads, d_model, d_head]
         W_O = _split_heads_out(attn.dense.weight, self.n_heads, self.d_head)
         return W_V, W_O
 
     def ov_biases(self, L: int) -> tuple[Tensor | None, Tensor | None]:
-        attn = self.attn(L)
+        attn: Any = self.attn(L)
         b_qkv, b_O = attn.query_key_value.bias, attn.dense.bias
         b_V = None if b_qkv is None else b_qkv.detach().reshape(self.n_heads, 3, self.d_head)[:, 2]
         return b_V, None if b_O is None else b_O.detach()

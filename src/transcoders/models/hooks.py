@@ -74,7 +74,7 @@ def capture(
                 handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
             else:
                 handles.append(module.register_forward_hook(hook))
-        device = lm.model.get_input_embeddings().weight.device  # token ids may come from the CPU (the corpus)
+        device = lm.device  # token ids may come from the CPU (the corpus)
         if attention_mask is not None:
             attention_mask = attention_mask.to(device)
         try:

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from transcoders.errors import MissingPackageError, ModelError
 from transcoders.models.adapters import Adapter, adapter_class, adapter_for
@@ -131,8 +133,6 @@ def _load_pretrained(source: str, label: str, dtype: torch.dtype, device: str = 
             text.layer_types = text.layer_types[:n_layers]
     try:
         placement = {} if str(device) == "cpu" else {"device_map": {"": str(device)}}
-        from transformers.utils import logging as hf_logging
-
         verbosity = hf_logging.get_verbosity()
         if truncated:  # the later blocks' weights are left unread on purpose: no warning about them
             hf_logging.set_verbosity_error()
@@ -171,9 +171,7 @@ def _not_found_message(label: str, err: Exception, local: bool) -> str:
 
 
 def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
+    return bool(hub_constants.HF_HUB_OFFLINE)
 
 
 def _first_line(err: Exception) -> str:
@@ -229,7 +227,7 @@ def _convert_gguf(package: Path, gguf_file: str, out: Path) -> None:
         raise MissingPackageError(f"reading the default model needs `pip install gguf` ({_first_line(err)})") from err
     # transformers refuses to save a model that still carries its GGUF quantiser ("not serializable"); the
     # weights are already dequantised, so dropping it loses nothing
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

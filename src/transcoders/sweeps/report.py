@@ -11,7 +11,6 @@ from ..dictionary import runs as R
 from ..paths import atomic_write_bytes
 from ..training import TrainConfig
 
-
 COLUMNS = ["run", "layer", "kind", "activation", "width", "k", "l1", "target_l0", "l0", "fvu", "mse", "ce_clean",
            "ce_spliced", "ce_increase", "ce_mean_ablated", "ce_zero_ablated", "ce_recovered_mean", "ce_recovered_zero",
            "kl_clean_spliced", "dead_fraction", "dense_fraction"]
@@ -55,10 +54,11 @@ def markdown_table(rows: list[dict]) -> str:
         sp = f"k={r['k']}" if r["k"] != "" else (f"target L0 {r['target_l0']:g}" if r["target_l0"] != "" else f"λ={r['l1']:g}")
         lines.append(
             f"| {r['layer']} | {r['kind']} | {r['activation']} | {r['width']} | {sp} | {r['l0']:.1f} | {r['fvu']:.3f} | "
-            f"{r['ce_spliced']:.4f} | {r['ce_increase']:.4f} | {r['ce_recovered_mean']:.1%} | {r['kl_clean_spliced']:.4f} | {r['dead_fraction']:.1%} |"
+            f"{r['ce_spliced']:.4f} | {r['ce_increase']:.4f} | {r['ce_recovered_mean']:.1%} | {r['kl_clean_spliced']:.4f} | "
+            f"{r['dead_fraction']:.1%} |"
         )
     if rows:
-        by_layer = {}
+        by_layer: dict[int, dict] = {}
         for r in rows:
             by_layer.setdefault(r["layer"], r)
         lines.append("")

@@ -13,6 +13,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from ..dictionary import KINDS, activation
 from ..dictionary import runs as R
@@ -47,6 +48,7 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
     for k in kinds:
         if k not in KINDS:
             raise TranscodersError(f"unknown kind {k!r} in --kinds: use {', '.join(KINDS)}")
+    axis: list[tuple[str, float]]
     if activation(base.activation).uses_k:
         axis = [("k", int(v)) for v in _floats(grid.ks)]
     elif grid.target_l0s:
@@ -64,7 +66,8 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
             for width in widths:
                 tag = {"k": f"k{value}", "target_l0": f"l0-{value:g}", "l1": f"l1-{value:g}"}[name]
                 run = f"{kind}-{base.activation}-{tag}" + (f"-w{width}" if width else "")
-                cfg = replace(base, kind=kind, width=width, out=str(Path(base.out) / run), **{name: value})
+                sparsity: dict[str, Any] = {name: value}
+                cfg = replace(base, kind=kind, width=width, out=str(Path(base.out) / run), **sparsity)
                 out.append((run, cfg))
     return out
 

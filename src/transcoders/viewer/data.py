@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..circuits import Replacement
 from ..circuits import graph_json as GJ
 from ..circuits.api import CircuitConfig, load_replacement, run_circuit, slugify
 from ..dictionary import CONFIG_FILE
@@ -138,9 +139,8 @@ class _store:
         self.write = write
         with _LOCK:
             idle = _POOL.get(self.path)
-            self.con = idle.pop() if idle and not write else None
-        if self.con is None:
-            self.con = S.connect(self.path, readonly=not write)
+            pooled = idle.pop() if idle and not write else None
+        self.con: sqlite3.Connection = pooled or S.connect(self.path, readonly=not write)
 
     def __enter__(self) -> sqlite3.Connection:
         return self.con
@@ -167,12 +167,16 @@ def _texts(con, ids) -> dict[int, str]:
     return {int(i): vocab.get(int(i), f"#{int(i)}") for i in ids}
 
 
+def _width(con: sqlite3.Connection) -> int:
+    return int(S.get_meta(con).get("width") or con.execute("SELECT COUNT(*) FROM features").fetchone()[0])
+
+
 def _feature_id(con, fid) -> int:
     try:
         fid = int(fid)
     except (TypeError, ValueError):
         raise BadRequest(f"feature {fid!r} is not a number") from None
-    width = S.get_meta(con).get("width") or con.execute("SELECT COUNT(*) FROM features").fetchone()[0]
+    width = _width(con)
     if not 0 <= fid < width:
         raise BadRequest(f"feature {fid} does not exist: this run has features 0-{width - 1}", 404)
     return fid
@@ -212,7 +216,7 @@ def feature_page(root: Path, rel: str, fid, *, left: int = 24, right: int = 6, b
     with _store(folder) as con:
         fid = _feature_id(con, fid)
         meta = S.get_meta(con)
-        width = meta.get("width")
+        width = _width(con)
         fires, act_sum, act_max, hist, tl, bl, td, bd = con.execute(
             "SELECT fires, act_sum, act_max, hist, top_logits, bottom_logits, top_deembed, bottom_deembed "
             "FROM features WHERE id = ?", (fid,)).fetchone()
@@ -262,13 +266,13 @@ def search(root: Path, rel: str, q: str, limit: int = 50) -> dict:
         raise BadRequest("empty search: give a token or a word from a label")
     hits: dict[int, list[str]] = {}
     with _store(folder) as con:
-        width = S.get_meta(con).get("width")
+        width = _width(con)
         for fid, label in con.execute("SELECT feature, label FROM labels WHERE label LIKE ? OR note LIKE ?",
                                       (f"%{q}%", f"%{q}%")):
             hits.setdefault(fid, []).append(f"label: {label}")
         ids = {i for (i,) in con.execute("SELECT id FROM vocab WHERE lower(trim(text)) = lower(?)", (q,))}
         if ids:
-            best = {}  # each feature's strongest example
+            best: dict[int, tuple[int, int, float]] = {}  # each feature's strongest example
             for fid, ctx, pos, act in con.execute("SELECT feature, context, pos, act FROM examples WHERE kind = 'top'"):
                 if act > best.get(fid, (None, None, -1))[2]:
                     best[fid] = (ctx, pos, act)
@@ -346,7 +350,7 @@ def rating_item(root: Path, sid: str) -> dict:
     it = doc["items"][i]
     folder = resolve(root, doc["runs"][it["run"]])
     with _store(folder) as con:
-        width = S.get_meta(con).get("width")
+        width = _width(con)
         examples = _examples(con, it["feature"], "top", width, 16, 4, show_values=False)[:8]
         examples += _examples(con, it["feature"], "sample", width, 16, 4, show_values=False)[:4]
     return {"session": sid, "done": False, "index": i, "total": len(doc["items"]), "examples": examples}
@@ -384,7 +388,8 @@ def rating_tally(doc: dict) -> list[dict]:
     out = []
     for r, rel in enumerate(doc["runs"]):
         ans = [doc["answers"][str(i)] for i, it in enumerate(doc["items"]) if it["run"] == r and str(i) in doc["answers"]]
-        out.append({"run": rel, "rated": len(ans), **{v: sum(a["interpretable"] == v for a in ans) for v in ("yes", "maybe", "no")},
+        counts = {v: sum(a["interpretable"] == v for a in ans) for v in ("yes", "maybe", "no")}
+        out.append({"run": rel, "rated": len(ans), **counts,
                     "single_token": sum(a["single_token"] for a in ans),
                     "features": [it["feature"] for it in doc["items"] if it["run"] == r]})
     return out
@@ -422,7 +427,7 @@ def graph(root: Path, rel: str) -> dict:
 
 
 _COMPUTE = threading.Lock()  # one circuit at a time: each holds a model and a set in memory
-_REPLACEMENTS: dict[Path, object] = {}
+_REPLACEMENTS: dict[Path, Replacement] = {}
 
 
 def compute_graph(root: Path, body: dict) -> dict:

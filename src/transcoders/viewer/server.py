@@ -16,7 +16,6 @@ import mimetypes
 import secrets
 import sys
 import threading
-from http import HTTPStatus
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,8 +45,7 @@ def is_loopback(host: str) -> bool:
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "transcoders-viewer"
-    root: Path
-    token: str | None
+    server: ViewerServer
 
     # ---- plumbing
     def log_message(self, fmt, *args):  # quiet unless asked
