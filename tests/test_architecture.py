@@ -8,7 +8,8 @@
 2. The run-folder layout (file and folder names, ``layer_NN`` naming) is spelt only in ``dictionary/runs.py`` (and
    the dictionary's own two files in ``dictionary/io.py``); graph node ids only in ``circuits/graph_json.py``; the
    feature-spec grammar and the ``tcL[F]`` spelling only in ``circuits/specs.py``; softcapping and the final
-   norm's use for logits only in ``models/adapters.py``.
+   norm's use for logits only in ``models/adapters.py``; behaviour chosen by an activation's name only in
+   ``dictionary/activations.py`` (and ``dictionary/interop.py``, which maps other tools' names onto ours).
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ RULES = [
     ("feature-spec grammar and tcL[F] labels", {"circuits/specs.py"},
      r"""f["']tc\{|\(\?:tc|\(\\d\+\)\[:\\\[\]|\(\\d\+\):\(\\\*"""),
     ("softcap and final logits", {"models/adapters.py"}, r"""logit_softcap|final_norm\(\)\("""),
+    # behaviour by activation name: the activation objects decide (interop maps other tools' names onto ours)
+    ("branching on an activation's name", {"dictionary/activations.py", "dictionary/interop.py"},
+     r"""\.activation\s*(==|!=|in\b)|\bact\s*==\s*["']"""),
 ]
 
 

@@ -10,7 +10,14 @@ from circuit_helpers import random_set, scaled_tiny_lm
 
 from transcoders.circuits import Replacement
 from transcoders.circuits.graph import attribution_graph, influence, prune, scores
-from transcoders.circuits.graph_json import attribution_graph_json, merged_graph_json
+from transcoders.circuits.graph_json import (
+    attribution_graph_json,
+    feature_nodes,
+    graph_mode,
+    merged_graph_json,
+    read_json,
+    write_json,
+)
 from transcoders.circuits.paths import Component, find_paths, merge_paths, path_value_check
 from transcoders.circuits.targets import feature_target, logit_target, parse_target
 from transcoders.errors import CircuitError
@@ -120,6 +127,28 @@ def test_graph_json_follows_the_circuit_tracer_schema(fp):
     types = {n["feature_type"] for n in doc["nodes"]}
     assert {"embedding", "logit"} <= types
     assert sum(n["is_target_logit"] for n in doc["nodes"]) == 1
+
+
+def test_graph_json_reads_back_what_it_wrote(fp, tmp_path):
+    """The reader gives each kept feature's (layer, index, position), influence and activation, as the graph has
+    them; anything that is not a graph file is a one-line error."""
+    g = attribution_graph(fp)
+    pruned = prune(g, 1.0, 1.0)
+    path = write_json(attribution_graph_json(g, "slug", pruned, scores(g)), tmp_path / "g.json")
+    doc = read_json(path)
+    feats = feature_nodes(doc)
+    kept = pruned.node_mask[: g.n_features].nonzero(as_tuple=True)[0].tolist()
+    by_key = {tuple(g.features[i].tolist()): i for i in kept}  # (layer, pos, feature) -> row
+    assert feats and {(f.layer, f.pos, f.feature) for f in feats} <= set(by_key)
+    for f in feats:
+        i = by_key[(f.layer, f.pos, f.feature)]
+        assert f.activation == pytest.approx(float(g.activations[i]))
+        assert f.influence == pytest.approx(float(pruned.cumulative[i]))
+    assert graph_mode(doc) == "graph"
+    (tmp_path / "bad.json").write_text('{"nodes": 3}')
+    for bad in (tmp_path / "bad.json", tmp_path / "none.json"):
+        with pytest.raises(CircuitError):
+            read_json(bad)
 
 
 def test_targets(fp):

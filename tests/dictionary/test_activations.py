@@ -86,3 +86,37 @@ def test_pick_routes_mlp_in_and_out_by_hook_names():
     assert tc.pick(a, b) == (a, b)
     assert sae_out.pick(a, b) == (b, b)
     assert sae_in.pick(a, b) == (a, a)
+
+
+@pytest.mark.parametrize("activation, k, penalty, form", [
+    ("relu", None, True, "relu"), ("topk", 4, False, "topk"), ("batchtopk", 4, False, "jumprelu"),
+    ("jumprelu", None, True, "jumprelu"),
+])  # fmt: skip
+def test_each_activation_says_how_it_trains_and_what_it_is_at_inference(activation, k, penalty, form):
+    """What the trainer and the exports ask a dictionary, answered by its activation."""
+    dic = make(activation, k=k)
+    x = torch.randn(32, 16)
+    enc = dic.encode_sparse(x, training=True)
+    assert (dic.sparsity_penalty(enc) is not None) == penalty == dic.act.uses_penalty
+    assert dic.act.uses_k == (k is not None)
+    groups = dic.param_groups()
+    assert sum(len(g["params"]) for g in groups) == len(list(dic.parameters()))  # every parameter, once
+    assert len(groups) == (2 if activation == "jumprelu" else 1)  # thresholds get their own learning rate
+    f = dic.inference_form()
+    assert f.name == form and f.k == (k if form == "topk" else None)
+    if form == "jumprelu":  # the form reproduces the inference codes: pre * (pre > threshold)
+        pre = dic.pre_acts(x)
+        torch.testing.assert_close(dic.encode(x), pre * (pre > f.threshold))
+
+
+def test_jumprelu_after_step_keeps_thresholds_non_negative_and_starts_from_the_target_l0():
+    dic = make("jumprelu")
+    with torch.no_grad():
+        dic.threshold.copy_(torch.linspace(-1, 1, dic.width))
+    dic.after_step(dic.encode_sparse(torch.randn(8, 16), training=True))
+    assert dic.threshold.min() == 0 and dic.threshold.max() == 1
+    x = torch.randn(4096, 16)
+    dic.init_from_data(x, x, l0=8)
+    torch.testing.assert_close(dic.b_dec, x.mean(0))
+    l0 = (dic.encode(x) > 0).sum(-1).float().mean()
+    assert 6 < l0 < 10  # thresholds where each feature fires on about l0 / width of the tokens

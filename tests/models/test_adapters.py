@@ -64,6 +64,11 @@ def test_blocks_rebuilt_from_adapter_parts(lm: LoadedModel, input_ids):
         assert not close(by_hand, out.logits)  # the softcap matters in these tiny models...
         by_hand = a.logit_softcap * torch.tanh(by_hand / a.logit_softcap)
     assert close(by_hand, out.logits)  # ...and is the only thing between the final norm and the logits
+    # logits before the softcap (what circuits attribute) give the model's own next-token probabilities
+    raw = a.logits(final, softcap=False)
+    assert close(raw, by_hand if a.logit_softcap is None else a.final_norm()(final) @ a.unembed()
+                 + (0 if a.unembed_bias() is None else a.unembed_bias()))
+    assert close(a.probabilities(raw), out.logits.softmax(-1))
 
 
 @torch.no_grad()
