@@ -79,8 +79,8 @@ class LayerState:
     optimizer: torch.optim.Adam
     in_scale: float = 1.0  # x_normalised = x * in_scale  (mean squared norm 1)
     out_scale: float = 1.0
-    since_fired: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # [width] tokens since
-    # each feature last fired
+    # [width] tokens since each feature last fired
+    since_fired: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     log_l1_mult: float = 0.0  # the --target-l0 controller's output: λ = scheduled λ · exp(log_l1_mult)
     l0_integral: float = 0.0  # ... its integral state
     l0_start: float = 0.0  # ... and the L0 it started from (the setpoint glides from there to the target)
