@@ -32,7 +32,7 @@ demo: install
 	$(VENV)/bin/transcoders eval $(DEMO_RUN)
 
 test: install
-	$(VENV)/bin/ruff check src tests bench docs
+	$(VENV)/bin/ruff check src tests bench docs peers
 	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 

