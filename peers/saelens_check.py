@@ -13,8 +13,8 @@ import warnings
 from importlib.metadata import version
 
 import torch
-from safetensors.torch import load_file, save_file
 from sae_lens import SAE
+from safetensors.torch import load_file, save_file
 
 request = json.load(open(sys.argv[1]))
 x = load_file(request["inputs"])["x"]

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tiny_dictionaries import D, make
 
-from transcoders.dictionary import save_dictionary
 from transcoders.dictionary import runs as R
+from transcoders.dictionary import save_dictionary
 from transcoders.dictionary.interop import export_runs
 from transcoders.training import TrainConfig, train
 
