@@ -81,8 +81,12 @@ def test_attribution_graph_rows_are_exact(fp):
     real = torch.stack([fp.pre_acts(int(L))[int(p), int(f)] for L, p, f in g.features])
     rows = g.adjacency.sum(1) + g.bias
     assert torch.allclose(rows[: g.n_features], real, atol=1e-4 * float(real.abs().max()))
-    logits = torch.stack([fp.logits()[t.tokens[0]] for t in g.outputs])
+    lg = fp.logits()
+    logits = torch.stack([lg[t.tokens[0]] - lg.mean() for t in g.outputs])  # demeaned, as circuit-tracer attributes
     assert torch.allclose(rows[g.output_slice], logits, atol=1e-4 * max(1.0, float(logits.abs().max())))
+    raw = attribution_graph(fp, batch_size=7, max_feature_nodes=4, demean=False)  # and as they are
+    assert torch.allclose(raw.values[raw.output_slice], torch.stack([lg[t.tokens[0]] for t in raw.outputs]),
+                          atol=1e-4 * max(1.0, float(lg.abs().max())))
     # no edge runs upwards: a feature only receives from features in lower layers
     L = g.features[:, 0]
     fa = g.adjacency[: g.n_features, : g.n_features]
@@ -160,7 +164,15 @@ def test_targets(fp):
     groups = parse_target(fp, "logit:#5,#6,#9-#7,#8")
     lg = fp.logits()
     assert groups.value(fp) == pytest.approx(float(lg[[5, 6, 9]].mean() - lg[[7, 8]].mean()), rel=1e-4, abs=1e-5)
-    assert parse_target(fp, "logit:#5,#6").value(fp) == pytest.approx(float(lg[[5, 6]].mean()), rel=1e-4, abs=1e-5)
+    # a single logit or group (not a difference) is demeaned unless told otherwise; differences are the same both ways
+    mean = float(lg.mean())
+    assert parse_target(fp, "logit:#5,#6").value(fp) == pytest.approx(float(lg[[5, 6]].mean()) - mean, rel=1e-4, abs=1e-5)
+    assert parse_target(fp, "logit:#5,#6", demean=False).value(fp) == pytest.approx(float(lg[[5, 6]].mean()), rel=1e-4,
+                                                                                      abs=1e-5)
+    one = parse_target(fp, "logit:#5")
+    assert one.demeaned and one.label.endswith("-mean") and not d.demeaned
+    assert one.value(fp) == pytest.approx(float(lg[5]) - mean, rel=1e-4, abs=1e-5)
+    assert parse_target(fp, "logit:#5-#7", demean=False).value(fp) == pytest.approx(d.value(fp))
     for bad in ("99:1", "0:100000", "logit:#99999", "nonsense", "0:1@50", "logit:#5,#6-#6"):
         with pytest.raises(CircuitError):
             parse_target(fp, bad)

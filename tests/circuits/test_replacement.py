@@ -84,7 +84,7 @@ def test_contributions_sum_to_the_real_pre_activation(rep: Replacement, prompts)
 
 
 def test_every_edge_equals_a_perturbation_of_the_frozen_model(rep: Replacement, prompts):
-    fp = rep.trace(prompts)[0]
+    fp = rep.trace(prompts, keep_bos=True)[0]  # every position's features and errors are nodes
     feats = targets_of(rep, fp, n_per_layer=4)
     rows = [(rep.mid_stage(L), pos, fp.feature_vector(L, f, pos)[0]) for L, f, pos in feats]
     consts = torch.tensor([fp.feature_vector(L, f, pos)[1] for L, f, pos in feats])
@@ -167,3 +167,30 @@ def test_other_activations(activation, prompts):
     for L, f, pos in feats:
         v, c = fp.feature_vector(L, f, pos)
         assert close(fp.contributions(v, rep.mid_stage(L), pos, c).total(), float(fp.pre_acts(L)[pos, f]))
+
+
+def test_the_bos_position_is_a_constant_by_default(rep: Replacement, prompts):
+    """As circuit-tracer: no feature or error nodes at position 0 (the same BOS state in every prompt); what they
+    write moves into the bias, every other edge is unchanged, and each row still adds up to its real value."""
+    keep, const = rep.trace(prompts, keep_bos=True)[0], rep.trace(prompts)[0]
+    assert const.constant_pos == 0 and keep.constant_pos is None
+    feats = [(L, f, pos) for L, f, pos in targets_of(rep, keep, n_per_layer=4) if pos > 0]
+    rows = [(rep.mid_stage(L), pos, keep.feature_vector(L, f, pos)[0]) for L, f, pos in feats]
+    consts = torch.tensor([keep.feature_vector(L, f, pos)[1] for L, f, pos in feats])
+    e_keep, e_const = keep.backward(rows, consts), const.backward(rows, consts)
+    real = torch.stack([keep.pre_acts(L)[pos, f] for L, f, pos in feats])
+    assert close(e_const.total(), real) and close(e_keep.total(), real)
+    bos_writes, n_bos = torch.zeros(len(rows)), 0
+    for L in rep.tset.layers:
+        tk, tc = keep.layers[L], const.layers[L]
+        assert not (tc.acts_pos == 0).any()  # position 0's features are no nodes
+        at_bos = tk.acts_pos == 0
+        n_bos += int(at_bos.sum())
+        assert torch.equal(tc.acts_idx, tk.acts_idx[~at_bos]) and torch.equal(tc.acts_pos, tk.acts_pos[~at_bos])
+        assert close(e_const.features[L], e_keep.features[L][:, ~at_bos], float(real.abs().max()))
+        bos_writes += e_keep.features[L][:, at_bos].sum(1)
+    assert n_bos > 0 and (e_const.errors[:, :, 0] == 0).all()
+    assert close(e_const.errors[:, :, 1:], e_keep.errors[:, :, 1:], float(real.abs().max()))
+    assert close(e_const.tokens, e_keep.tokens, float(real.abs().max()))
+    moved = e_keep.errors[:, :, 0].sum(1) + bos_writes
+    assert close(e_const.bias, e_keep.bias + moved, float(real.abs().max()))

@@ -41,8 +41,9 @@ def load_replacement(set_dir: str, model: str = "", device: str = "cpu", dtype: 
     return Replacement(lm, tset)
 
 
-def default_target(fp: FrozenPrompt) -> Target:
-    return logit_target(fp, int(fp.logits().argmax()))
+def default_target(fp: FrozenPrompt, demean: bool = True) -> Target:
+    """The top predicted token's logit (demeaned unless told otherwise)."""
+    return logit_target(fp, int(fp.logits().argmax()), demean=demean)
 
 
 def slugify(text: str, n: int = 40) -> str:
@@ -67,6 +68,11 @@ class CircuitConfig:
     node_threshold: float = opt(0.8, "graph: keep the nodes carrying this share of the influence on the outputs")
     edge_threshold: float = opt(0.98, "graph: keep the edges carrying this share")
     batch_size: int = opt(64, "graph: target rows per backward pass")
+    keep_bos: bool = opt(False, "keep features and MLP errors at the BOS position as nodes (by default, as in "
+                         "circuit-tracer, they are not: the BOS position is the same for every prompt, so what they "
+                         "write is counted with the biases)")
+    raw_logits: bool = opt(False, "attribute a token's logit as it is (by default, as in circuit-tracer, minus the "
+                           "vocabulary's mean logit; differences are the same either way)")
     out: str = opt("", "graph JSON to write (default: SET/graphs/<prompt>-<mode>.json)")
     top: int = opt(20, "lines of paths / nodes to print")
     model: str = opt("", "model to load instead of the one the set was trained on")
@@ -78,13 +84,13 @@ def run_circuit(cfg: CircuitConfig, rep: Replacement | None = None, progress: bo
     """``(report, json_path, json_doc)``."""
     rep = rep or load_replacement(cfg.set, cfg.model, cfg.device, cfg.dtype)
     t0 = time.perf_counter()
-    fp = rep.trace(cfg.prompt)[0]
+    fp = rep.trace(cfg.prompt, keep_bos=cfg.keep_bos)[0]
     t_trace = time.perf_counter() - t0
-    target = parse_target(fp, cfg.target) if cfg.target else None
+    target = parse_target(fp, cfg.target, demean=not cfg.raw_logits) if cfg.target else None
     slug = f"{slugify(cfg.prompt)}-{cfg.mode}"
     lines = [f"prompt: {len(fp.ids)} tokens  " + " | ".join(_tokens(rep, fp))]
     if cfg.mode == "paths":
-        doc = _paths(fp, target or default_target(fp), cfg, slug, t_trace, lines)
+        doc = _paths(fp, target or default_target(fp, demean=not cfg.raw_logits), cfg, slug, t_trace, lines)
     else:
         doc = _graph(fp, target, cfg, slug, t_trace, lines, progress)
     out = Path(cfg.out) if cfg.out else graph_path(cfg.set, slug)
@@ -105,7 +111,7 @@ def _paths(fp: FrozenPrompt, target: Target, cfg: CircuitConfig, slug: str, t_tr
     lines.append(format_paths(search, cfg.top))
     lines.append("\nstrongest nodes (summed over distinct paths):")
     lines += [f"{v:+9.4f}  {c}" for c, v in strongest_nodes(merged, top=cfg.top)]
-    return merged_graph_json(fp, merged, slug, {"depth": cfg.depth, "branches": cfg.branches})
+    return merged_graph_json(fp, merged, slug, {"depth": cfg.depth, "branches": cfg.branches, **_semantics(cfg)})
 
 
 def _graph(fp: FrozenPrompt, target: Target | None, cfg: CircuitConfig, slug: str, t_trace: float, lines: list[str],
@@ -118,11 +124,13 @@ def _graph(fp: FrozenPrompt, target: Target | None, cfg: CircuitConfig, slug: st
         bar.refresh()
 
     g = attribution_graph(fp, target, max_logits=cfg.max_logits, logit_prob=cfg.logit_prob,
-                          max_feature_nodes=cfg.max_feature_nodes or None, batch_size=cfg.batch_size, progress=report)
+                          max_feature_nodes=cfg.max_feature_nodes or None, batch_size=cfg.batch_size, progress=report,
+                          demean=not cfg.raw_logits)
     bar.close()
     pruned = prune(g, cfg.node_threshold, cfg.edge_threshold)
     replacement, completeness = scores(g)
     doc = attribution_graph_json(g, slug, pruned, (replacement, completeness))
+    doc["metadata"]["info"].update(_semantics(cfg))
     lines.append(f"outputs: {', '.join(f'{t.label} (p={float(w):.3f})' for t, w in zip(g.outputs, g.output_weights))}")
     lines.append(f"active features {g.n_active}, rows computed {g.n_features}; kept after pruning: "
                  f"{int(pruned.node_mask.sum())} nodes, {int(pruned.edge_mask.sum())} edges  (trace {t_trace:.2f}s, "
@@ -134,6 +142,11 @@ def _graph(fp: FrozenPrompt, target: Target | None, cfg: CircuitConfig, slug: st
         or ["  (none survived pruning: errors carry most of the influence; lower --node-threshold or use a set with "
             "more layers)"]
     return doc
+
+
+def _semantics(cfg: CircuitConfig) -> dict:
+    """What the graph's numbers mean, for its metadata: circuit-tracer's conventions unless asked otherwise."""
+    return {"bos": "nodes" if cfg.keep_bos else "constant", "logits": "raw" if cfg.raw_logits else "demeaned"}
 
 
 def _tokens(rep: Replacement, fp: FrozenPrompt) -> list[str]:
@@ -211,6 +224,8 @@ class InterveneConfig:
     patch_from: str = opt("", "prompt to take --patch activations from (aligned at the last token)")
     ablate_circuit: str = opt("", "graph JSON from `transcoders circuit`: zero its feature nodes")
     circuit_top: int = opt(0, "with --ablate-circuit: only the N strongest feature nodes (0: all)")
+    raw_logits: bool = opt(False, "watch a token's logit as it is (by default minus the vocabulary's mean logit, as "
+                           "`transcoders circuit` attributes it)")
     circuit_sign: str = opt("positive", "with --ablate-circuit on a paths graph: zero the nodes that push the target up "
                             "(positive: how much of its value they carry), down (negative), or both",
                             choices=("positive", "negative", "both"))
@@ -239,10 +254,12 @@ def run_intervene(cfg: InterveneConfig, zero=(), clamp=(), scale=(), patch=(), r
     rep = rep or load_replacement(cfg.set, cfg.model)
     ids = rep.tokenize(cfg.prompt)[0]
     fp = rep.trace([ids])[0]
-    target = parse_target(fp, cfg.target) if cfg.target else default_target(fp)
+    demean = not cfg.raw_logits
+    target = parse_target(fp, cfg.target, demean=demean) if cfg.target else default_target(fp, demean=demean)
     if target.kind == "direction":
         raise CircuitError("intervene watches logits and features; a resid: direction cannot be read from the real model")
-    measure = Measure(target.label, target.tokens, target.coefs, target.layer, target.feature, target.pos)
+    measure = Measure(target.label, target.tokens, target.coefs, target.layer, target.feature, target.pos,
+                      target.demeaned)
     edits = [parse_edit(s, "zero") for s in zero] + [parse_edit(s, "clamp") for s in clamp]
     edits += [parse_edit(s, "scale") for s in scale] + [parse_edit(s, "patch") for s in patch]
     if cfg.ablate_circuit:

@@ -168,13 +168,14 @@ def scores(graph: AttributionGraph) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------------------------------------ building
-def top_logit_targets(fp: FrozenPrompt, max_logits: int = 10, logit_prob: float = 0.95) -> tuple[list[Target], Tensor]:
-    """The most likely next tokens' logits until their probabilities reach ``logit_prob`` (at most ``max_logits``),
-    and those probabilities."""
+def top_logit_targets(fp: FrozenPrompt, max_logits: int = 10, logit_prob: float = 0.95,
+                      demean: bool = True) -> tuple[list[Target], Tensor]:
+    """The most likely next tokens' logits (demeaned unless told otherwise) until their probabilities reach
+    ``logit_prob`` (at most ``max_logits``), and those probabilities."""
     p, idx = fp.rep.adapter.probabilities(fp.logits()).sort(descending=True)
     n = int((p.cumsum(0) < logit_prob).sum()) + 1
     n = max(1, min(n, max_logits))
-    return [logit_target(fp, int(i)) for i in idx[:n]], p[:n].clone()
+    return [logit_target(fp, int(i), demean=demean) for i in idx[:n]], p[:n].clone()
 
 
 def attribution_graph(
@@ -187,11 +188,13 @@ def attribution_graph(
     batch_size: int = 64,
     update_interval: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    demean: bool = True,
 ) -> AttributionGraph:
-    """Build the graph; ``progress(done, total)`` is called after each batch of rows."""
+    """Build the graph; ``progress(done, total)`` is called after each batch of rows. Without a ``target``, the
+    outputs are the top logits, demeaned as circuit-tracer's are unless ``demean=False``."""
     t0 = time.perf_counter()
     if target is None:
-        outputs, weights = top_logit_targets(fp, max_logits, logit_prob)
+        outputs, weights = top_logit_targets(fp, max_logits, logit_prob, demean)
     else:
         outputs, weights = [target], torch.ones(1)
     act = _Active(fp)

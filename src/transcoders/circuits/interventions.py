@@ -134,6 +134,7 @@ class Measure:
     layer: int = -1
     feature: int = -1
     pos: int = -1
+    demeaned: bool = False  # logits minus the vocabulary's mean logit (as the circuit was attributed)
 
     def layers(self) -> tuple[int, ...]:
         return (self.layer,) if self.layer >= 0 else ()
@@ -143,7 +144,8 @@ class Measure:
             tc = rep.tset[self.layer]
             return float(tc.pre_acts(run.mlp_in[self.layer][self.pos].to(tc.W_enc.dtype))[self.feature])
         coefs = self.coefs or (1.0, -1.0)[: len(self.tokens)]
-        return sum(c * float(run.logits[t]) for t, c in zip(self.tokens, coefs))
+        mean = float(run.logits.mean()) if self.demeaned else 0.0
+        return sum(c * (float(run.logits[t]) - mean) for t, c in zip(self.tokens, coefs))
 
 
 def top_predictions(rep: Replacement, logits: Tensor, k: int = 5) -> list[tuple[str, float]]:

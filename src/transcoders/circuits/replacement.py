@@ -255,8 +255,14 @@ class Replacement:
         return out
 
     @torch.no_grad()
-    def trace(self, prompts: str | Sequence[str] | Sequence[Tensor] | Tensor) -> list[FrozenPrompt]:
-        """One forward for a batch of prompts (text, or 1-D token-id tensors of any lengths)."""
+    def trace(self, prompts: str | Sequence[str] | Sequence[Tensor] | Tensor, *, keep_bos: bool = False
+              ) -> list[FrozenPrompt]:
+        """One forward for a batch of prompts (text, or 1-D token-id tensors of any lengths).
+
+        Position 0 (the BOS token the prompts start with) is a constant: causal attention lets it see only itself, so
+        its residual stream is the same for every prompt. As circuit-tracer does, its transcoder features and MLP
+        errors are then no nodes: what they write is reported with the biases (sums stay exact). ``keep_bos`` keeps
+        them as nodes (features and errors like at any other position)."""
         if isinstance(prompts, Tensor):
             ids_list = [prompts] if prompts.ndim == 1 else list(prompts)
         elif isinstance(prompts, str) or (prompts and isinstance(prompts[0], str)):
@@ -271,7 +277,7 @@ class Replacement:
             ids[b, : lens[b]] = x
             mask[b, : lens[b]] = 1
         rec = self._record(ids.to(self.lm.device), mask.to(self.lm.device))
-        return [self._frozen(rec, b, ids[b, : lens[b]]) for b in range(len(ids_list))]
+        return [self._frozen(rec, b, ids[b, : lens[b]], keep_bos) for b in range(len(ids_list))]
 
     def _record(self, ids: Tensor, mask: Tensor) -> dict:
         a, rec, handles = self.adapter, {}, []
@@ -309,7 +315,7 @@ class Replacement:
                 h.remove()
         return rec
 
-    def _frozen(self, rec: dict, b: int, ids: Tensor) -> FrozenPrompt:
+    def _frozen(self, rec: dict, b: int, ids: Tensor, keep_bos: bool) -> FrozenPrompt:
         T = ids.numel()
         layers = []
         for L, w in enumerate(self.layers):
@@ -324,6 +330,8 @@ class Replacement:
             else:
                 x = g["mlp_in"].to(tc.W_enc.dtype)
                 z = tc.encode(x)
+                if not keep_bos:
+                    z[:1] = 0  # no feature nodes at position 0: what they write stays in its (constant) error term
                 error = g["mlp_out"] - tc.decode(z, x).float()
                 pos, idx = z.nonzero(as_tuple=True)
                 acts = (pos, idx, z[pos, idx].float())
@@ -335,7 +343,8 @@ class Replacement:
                 attn_norm(g["resid_pre"]), *acts, error,
             ))  # fmt: skip
         final = rec["final"][b, :T]
-        return FrozenPrompt(self, ids.cpu(), layers, final, FrozenNorm.freeze(self.final_norm, final))
+        return FrozenPrompt(self, ids.cpu(), layers, final, FrozenNorm.freeze(self.final_norm, final),
+                            constant_pos=None if keep_bos else 0)
 
 
 @contextmanager
@@ -361,9 +370,12 @@ def eager_attention(model):
 class FrozenPrompt:
     """One traced prompt and the linear model it freezes. See the module docstring."""
 
-    def __init__(self, rep: Replacement, ids: Tensor, layers: list[LayerTrace], final: Tensor, final_norm: FrozenNorm):
+    def __init__(self, rep: Replacement, ids: Tensor, layers: list[LayerTrace], final: Tensor, final_norm: FrozenNorm,
+                 constant_pos: int | None = None):
         self.rep, self.ids, self.layers, self.final, self.final_norm = rep, ids, layers, final, final_norm
         self.n_tokens = ids.numel()
+        #: a position whose MLP errors count as biases, not error nodes (0, the BOS token, unless traced with keep_bos)
+        self.constant_pos = constant_pos
 
     @property
     def embeds(self) -> Tensor:
@@ -426,8 +438,9 @@ class FrozenPrompt:
             if rep.mlp_writes_into(L, stage):
                 wm = _maybe_back(t.mlp_out_norm, vector, pos)
                 tc = rep.tset.get(L)
-                out.error[L] = float(wm @ t.error[pos])
-                out.mlp_bias[L] = _const(t.mlp_out_norm, vector)
+                err = float(wm @ t.error[pos])
+                out.error[L] = 0.0 if pos == self.constant_pos else err
+                out.mlp_bias[L] = _const(t.mlp_out_norm, vector) + (err if pos == self.constant_pos else 0.0)
                 if tc is not None:
                     idx, val = t.active_at(pos)
                     out.features[L] = (idx, val * (tc.W_dec[idx].float() @ wm))
@@ -553,6 +566,9 @@ class FrozenPrompt:
                 if t.mlp_out_norm is not None:
                     bias += t.mlp_out_norm.sliced(T).const(G).sum(-1)
                 errors[:, L, :T] = (wm * t.error[:T]).sum(-1)
+                if self.constant_pos is not None and self.constant_pos < T:  # a constant: part of the bias
+                    bias += errors[:, L, self.constant_pos]
+                    errors[:, L, self.constant_pos] = 0
             if 2 * L + 2 <= top and tc is not None:
                 keep = t.acts_pos < T
                 cols = torch.zeros(N, t.acts_pos.numel())

@@ -16,6 +16,10 @@ Spellings (``--target`` on the command line):
 ==========================  ==============================================================================
 
 Negative positions count from the end (``@-1`` is the last token).
+
+Logits are attributed *demeaned* by default, as circuit-tracer does: a token's logit minus the mean logit over the
+vocabulary (the unembedding column minus the mean column). Differences and group differences are the same either
+way; ``demean=False`` (``--raw-logits``) attributes a single token's logit as it is.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class Target:
     feature: int = -1
     tokens: tuple[int, ...] = ()  # logit targets: value = sum(coef * logit(token)) + ...
     coefs: tuple[float, ...] = ()  # one per token: 1 for a single logit, (1, -1) for A-B, ±1/group size for groups
+    demeaned: bool = False  # logit targets: minus sum(coefs) times the mean logit over the vocabulary
 
     def value(self, fp: FrozenPrompt) -> float:
         return float(self.vector @ fp.resid(self.stage)[self.pos]) + self.const
@@ -94,8 +99,9 @@ def token_id(fp: FrozenPrompt, text: str) -> int:
 
 
 def logit_target(fp: FrozenPrompt, plus: int | Sequence[int], minus: int | Sequence[int] | None = None,
-                 pos: int | None = None, label: str | None = None) -> Target:
-    """A token's logit, or the mean logit of the ``plus`` tokens minus the mean logit of the ``minus`` tokens."""
+                 pos: int | None = None, label: str | None = None, demean: bool = True) -> Target:
+    """A token's logit, or the mean logit of the ``plus`` tokens minus the mean logit of the ``minus`` tokens;
+    ``demean``: minus the vocabulary's mean logit (as circuit-tracer attributes logits; a difference is unchanged)."""
     rep = fp.rep
     pos = fp.n_tokens - 1 if pos is None else pos
     groups = [[plus] if isinstance(plus, int) else list(plus)]
@@ -108,12 +114,16 @@ def logit_target(fp: FrozenPrompt, plus: int | Sequence[int], minus: int | Seque
     idx, w = torch.tensor(tokens), torch.tensor(coefs, dtype=rep.W_U.dtype)
     direction = rep.W_U[:, idx] @ w
     bias = 0.0 if rep.b_U is None else float(rep.b_U[idx] @ w)
+    demeaned = demean and abs(float(w.sum())) > 1e-12  # a difference's mean terms cancel
+    if demeaned:
+        direction = direction - rep.W_U.mean(1) * w.sum()
+        bias -= 0.0 if rep.b_U is None else float(rep.b_U.mean() * w.sum())
     v, c = fp.logit_vector(direction, pos, bias)
     if label is None:
         parts = [f"logit({_show(fp, g[0])})" if len(g) == 1 else f"mean logit({','.join(_show(fp, t) for t in g)})"
                  for g in groups]
-        label = "-".join(parts)
-    return Target(label, "logit", rep.final_stage, pos, v, c, tokens=tokens, coefs=coefs)
+        label = "-".join(parts) + ("-mean" if demeaned else "")
+    return Target(label, "logit", rep.final_stage, pos, v, c, tokens=tokens, coefs=coefs, demeaned=demeaned)
 
 
 def _group(fp: FrozenPrompt, text: str) -> list[int]:
@@ -155,8 +165,8 @@ def load_vector(path: str, d_model: int) -> Tensor:
     return v
 
 
-def parse_target(fp: FrozenPrompt, spec: str) -> Target:
-    """A :class:`Target` from its spelling (see the module docstring)."""
+def parse_target(fp: FrozenPrompt, spec: str, demean: bool = True) -> Target:
+    """A :class:`Target` from its spelling (see the module docstring); ``demean`` applies to logit targets."""
     spec = spec.strip()
     if spec.startswith("logit:"):
         body, pos = spec[len("logit:"):], None
@@ -166,12 +176,13 @@ def parse_target(fp: FrozenPrompt, spec: str) -> Target:
         if not body:
             raise CircuitError("logit: needs a token, e.g. logit:3, logit:3-2 or logit:4,5,6-0,1,2")
         try:
-            return logit_target(fp, _group(fp, body), pos=pos)
+            return logit_target(fp, _group(fp, body), pos=pos, demean=demean)
         except CircuitError as single_err:
             for i in range(1, len(body)):  # try every split at a '-' into two tokens (or groups)
                 if body[i] == "-":
                     try:
-                        return logit_target(fp, _group(fp, body[:i]), _group(fp, body[i + 1:]), pos=pos)
+                        return logit_target(fp, _group(fp, body[:i]), _group(fp, body[i + 1:]), pos=pos,
+                                            demean=demean)
                     except CircuitError:
                         continue
             raise single_err

@@ -41,6 +41,7 @@ CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.json"
 STORE_FILE = "features.sqlite"
 GRAPHS_DIR = "graphs"
+CT_GRAPH_INDEX = "graph-metadata.json"  # circuit-tracer writes this index beside its graph files
 SWEEP_FILE = "sweep.json"
 ACTIVATIONS_DIR = "activations"
 RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"
@@ -80,6 +81,11 @@ def graphs_dir(set_dir: str | os.PathLike) -> Path:
 def graph_path(set_dir: str | os.PathLike, name: str) -> Path:
     """Where `transcoders circuit` writes a graph by default: ``SET/graphs/NAME.json``."""
     return graphs_dir(set_dir) / f"{name}.json"
+
+
+def graph_files(folder: str | os.PathLike) -> list[Path]:
+    """The graph JSON files in ``folder/graphs`` (ours, or circuit-tracer's: its folder index is not a graph)."""
+    return sorted(p for p in graphs_dir(folder).glob("*.json") if p.name != CT_GRAPH_INDEX)
 
 
 def set_of_graph(graph: str | os.PathLike) -> Path:

@@ -9,6 +9,7 @@ tensor (~40 s here), so the first load converts it once and keeps an fp32 safete
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -33,6 +34,9 @@ DEFAULT_CACHE_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model on the Hugging Face hub (what other tools call it)
 # written last into a converted folder: a folder without it is a crashed conversion and is never read
 COMPLETE_MARKER = "transcoders-complete.json"
+# 2: config and tokenizer files that transformers releases before 5 read identically (legacy rope keys, a tokenizer
+# class they know); an older cached copy is brought up to date in place
+FOLDER_FORMAT = 2
 
 # files any Hugging Face tokenizer folder has at least one of
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -196,6 +200,10 @@ def _default_model_dir() -> Path:
     """The converted default model, converting it first if no complete copy is cached."""
     final = cache_dir() / "models" / DEFAULT_CACHE_NAME
     if (final / COMPLETE_MARKER).is_file():
+        marker = json.loads((final / COMPLETE_MARKER).read_text())
+        if marker.get("format", 1) < FOLDER_FORMAT:
+            for_older_transformers(final)
+            atomic_write_json(final / COMPLETE_MARKER, {**marker, "format": FOLDER_FORMAT})
         return final
     package = _default_package_dir()
     if package is None or not (package / DEFAULT_GGUF).is_file():
@@ -233,4 +241,31 @@ def _convert_gguf(package: Path, gguf_file: str, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    atomic_write_json(out / COMPLETE_MARKER, {"source": f"{DEFAULT_PACKAGE}/{gguf_file}", "dtype": "float32"})
+    for_older_transformers(out)
+    atomic_write_json(out / COMPLETE_MARKER, {"source": f"{DEFAULT_PACKAGE}/{gguf_file}", "dtype": "float32",
+                                              "format": FOLDER_FORMAT})
+
+
+# tokenizer classes that transformers 5 writes and 4.x does not know; the generic fast tokenizer reads the same
+# tokenizer.json in both
+_NEW_TOKENIZER_CLASSES = ("TokenizersBackend",)
+
+
+def for_older_transformers(folder: Path) -> None:
+    """Make a folder saved by transformers 5 read the same in 4.x (what other tools pin, e.g. circuit-tracer 0.5.0's
+    4.57.3): transformers 5 writes rope settings only as ``rope_parameters``, which 4.x ignores (it would silently
+    use rope_theta 10,000), and names a tokenizer class 4.x does not have. Idempotent."""
+    path = folder / "config.json"
+    cfg = json.loads(path.read_text())
+    rope = cfg.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        cfg.setdefault("rope_theta", rope["rope_theta"])
+        kind = rope.get("rope_type", "default")
+        legacy = {k: v for k, v in rope.items() if k != "rope_theta"}
+        cfg.setdefault("rope_scaling", None if kind == "default" else {**legacy, "type": kind})
+        atomic_write_json(path, cfg)
+    path = folder / "tokenizer_config.json"
+    if path.is_file():
+        tok = json.loads(path.read_text())
+        if tok.get("tokenizer_class") in _NEW_TOKENIZER_CLASSES:
+            atomic_write_json(path, {**tok, "tokenizer_class": "PreTrainedTokenizerFast"})

@@ -399,7 +399,7 @@ def rating_tally(doc: dict) -> list[dict]:
 def list_graphs(root: Path) -> list[dict]:
     out = []
     for folder in R.walk(root, max_depth=3):
-        for p in sorted(R.graphs_dir(folder).glob("*.json")):
+        for p in R.graph_files(folder):
             out.append({"path": rel_of(root, p), "set": rel_of(root, folder), "name": p.stem})
     return out
 

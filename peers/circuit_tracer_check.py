@@ -1,0 +1,99 @@
+"""Runs inside the circuit-tracer environment (peers/envs.py): our exports and model folders in circuit-tracer's
+(and its pinned transformers') own hands.
+
+    python circuit_tracer_check.py REQUEST.json REPLY.json
+
+REQUEST keys (each optional):
+- "model": {"folder", "texts": [...], "ids": [[...]], "out"}: load a model folder with transformers as pinned here;
+  the tokenizer's ids for each text, its special ids, and the logits for "ids" (to "out": "{i}.logits");
+- "load": {"set", "inputs", "out"}: ``load_transcoders(config.yaml as a dict)``; per layer, the activation function
+  circuit-tracer built and its codes and outputs for "inputs" (tensor "x"; to "out": "{layer}.codes"/"{layer}.out");
+- "attribute": {"model", "set", "ids", "out", "json_dir", "slug", "max_feature_nodes", "batch_size", "node_threshold",
+  "edge_threshold"}:
+  ``ReplacementModel.from_pretrained(model, set, backend="nnsight")`` and ``attribute`` on the token ids; writes the
+  graph's tensors to "out", its pruning and scores to the reply, and circuit-tracer's graph JSON into "json_dir".
+Every warning raised while loading is reported.
+"""
+
+import json
+import sys
+import time
+import warnings
+from importlib.metadata import version
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+request = json.load(open(sys.argv[1]))
+reply: dict = {"versions": {p: version(p) for p in ("circuit-tracer", "transformers", "nnsight", "torch")}}
+
+
+def caught(fn):
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        result = fn()
+    return result, [f"{type(m.message).__name__}: {m.message}" for m in w]
+
+
+if "model" in request:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    job = request["model"]
+    tok, w1 = caught(lambda: AutoTokenizer.from_pretrained(job["folder"]))
+    model, w2 = caught(lambda: AutoModelForCausalLM.from_pretrained(job["folder"], dtype=torch.float32))
+    with torch.no_grad():
+        logits = {f"{i}.logits": model(input_ids=torch.tensor([ids])).logits[0].contiguous()
+                  for i, ids in enumerate(job["ids"])}
+    save_file(logits, job["out"])
+    reply["model"] = {"tokenizer": type(tok).__name__, "ids": [tok(t, add_special_tokens=False).input_ids for t in job["texts"]],
+                      "bos": tok.bos_token_id, "eos": tok.eos_token_id, "special": sorted(tok.all_special_ids),
+                      "rope_theta": getattr(model.config, "rope_theta", None), "warnings": w1 + w2}
+
+if "load" in request:
+    from circuit_tracer.utils.hf_utils import load_transcoders
+
+    job = request["load"]
+    config = yaml.safe_load(open(f"{job['set']}/config.yaml"))
+    tset, warned = caught(lambda: load_transcoders(config, device=torch.device("cpu"), lazy_decoder=False))
+    x = load_file(job["inputs"])["x"]
+    out, layers = {}, {}
+    with torch.no_grad():
+        for layer, tc in enumerate(tset.transcoders):
+            z = tc.encode(x)
+            out[f"{layer}.codes"] = z.contiguous()
+            out[f"{layer}.out"] = tc.decode(z, x).contiguous()
+            act = tc.activation_function  # a module (JumpReLU, TopK) or a function (torch's relu)
+            layers[str(layer)] = getattr(act, "__name__", type(act).__name__)
+    save_file(out, job["out"])
+    reply["load"] = {"class": type(tset).__name__, "activations": layers, "d_transcoder": tset.d_transcoder,
+                     "input_hook": tset.feature_input_hook, "output_hook": tset.feature_output_hook,
+                     "scan": tset.scan, "warnings": warned}
+
+if "attribute" in request:
+    from circuit_tracer import ReplacementModel, attribute
+    from circuit_tracer.graph import compute_graph_scores, prune_graph
+    from circuit_tracer.utils.create_graph_files import create_graph_files
+
+    job = request["attribute"]
+    model, warned = caught(lambda: ReplacementModel.from_pretrained(job["model"], job["set"], backend="nnsight",
+                                                                    device=torch.device("cpu"), dtype=torch.float32))
+    t0 = time.perf_counter()
+    graph = attribute(torch.tensor(job["ids"]), model, max_n_logits=job.get("max_n_logits", 10),
+                      desired_logit_prob=job.get("desired_logit_prob", 0.95), batch_size=job.get("batch_size", 64),
+                      max_feature_nodes=job.get("max_feature_nodes"))
+    seconds = time.perf_counter() - t0
+    node_mask, edge_mask, cumulative = prune_graph(graph, 0.8, 0.98)
+    replacement, completeness = compute_graph_scores(graph)
+    save_file({"active_features": graph.active_features.contiguous(), "selected_features": graph.selected_features,
+               "adjacency": graph.adjacency_matrix.contiguous(), "activations": graph.activation_values.contiguous(),
+               "logit_ids": torch.tensor([t.vocab_idx for t in graph.logit_targets]),
+               "logit_probabilities": graph.logit_probabilities.contiguous(), "input_tokens": graph.input_tokens,
+               "node_mask": node_mask, "edge_mask": edge_mask, "cumulative": cumulative.contiguous()}, job["out"])
+    if job.get("json_dir"):
+        create_graph_files(graph, job["slug"], job["json_dir"], scan=graph.scan,
+                           node_threshold=job.get("node_threshold", 0.8), edge_threshold=job.get("edge_threshold", 0.98))
+    reply["attribute"] = {"replacement": replacement, "completeness": completeness, "seconds": seconds,
+                          "n_layers": model.cfg.n_layers, "warnings": warned}
+
+json.dump(reply, open(sys.argv[2], "w"))
