@@ -13,46 +13,17 @@ the work done depends on shapes and k, not on what the features mean.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "peers"))
+from peak import Peak  # noqa: E402
 
 PROMPT = "The war lasted from the year 1732 to the year 1799, and the treaty that ended it was signed in"
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class Peak:
-    """Peak resident memory above the starting point while the block runs."""
-
-    def __enter__(self):
-        self.start, self.peak, self.stop = rss(), 0, False
-
-        def watch():
-            while not self.stop:
-                self.peak = max(self.peak, rss())
-                time.sleep(0.002)
-
-        self.t = threading.Thread(target=watch, daemon=True)
-        self.t.start()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
-        self.stop = True
-        self.t.join()
-        self.peak = max(self.peak, rss())
-        self.mib = (self.peak - self.start) / 2**20
 
 
 def random_set(lm, width: int = 4608, k: int = 32):

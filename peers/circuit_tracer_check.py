@@ -17,12 +17,12 @@ Every warning raised while loading is reported.
 
 import json
 import sys
-import time
 import warnings
 from importlib.metadata import version
 
 import torch
 import yaml
+from peak import Peak
 from safetensors.torch import load_file, save_file
 
 request = json.load(open(sys.argv[1]))
@@ -78,11 +78,10 @@ if "attribute" in request:
     job = request["attribute"]
     model, warned = caught(lambda: ReplacementModel.from_pretrained(job["model"], job["set"], backend="nnsight",
                                                                     device=torch.device("cpu"), dtype=torch.float32))
-    t0 = time.perf_counter()
-    graph = attribute(torch.tensor(job["ids"]), model, max_n_logits=job.get("max_n_logits", 10),
-                      desired_logit_prob=job.get("desired_logit_prob", 0.95), batch_size=job.get("batch_size", 64),
-                      max_feature_nodes=job.get("max_feature_nodes"))
-    seconds = time.perf_counter() - t0
+    with Peak() as measured:
+        graph = attribute(torch.tensor(job["ids"]), model, max_n_logits=job.get("max_n_logits", 10),
+                          desired_logit_prob=job.get("desired_logit_prob", 0.95), batch_size=job.get("batch_size", 512),
+                          max_feature_nodes=job.get("max_feature_nodes"))
     node_mask, edge_mask, cumulative = prune_graph(graph, 0.8, 0.98)
     replacement, completeness = compute_graph_scores(graph)
     save_file({"active_features": graph.active_features.contiguous(), "selected_features": graph.selected_features,
@@ -93,7 +92,8 @@ if "attribute" in request:
     if job.get("json_dir"):
         create_graph_files(graph, job["slug"], job["json_dir"], scan=graph.scan,
                            node_threshold=job.get("node_threshold", 0.8), edge_threshold=job.get("edge_threshold", 0.98))
-    reply["attribute"] = {"replacement": replacement, "completeness": completeness, "seconds": seconds,
+    reply["attribute"] = {"replacement": replacement, "completeness": completeness, "seconds": measured.seconds,
+                          "peak_mib": measured.mib, "rows": int(graph.selected_features.numel()),
                           "n_layers": model.cfg.n_layers, "warnings": warned}
 
 json.dump(reply, open(sys.argv[2], "w"))

@@ -238,21 +238,8 @@ class Replacement:
 
     # ---- tracing
     def tokenize(self, prompts: str | Sequence[str]) -> list[Tensor]:
-        """Token ids as the transcoders saw them in training: the BOS token the training contexts start with
-        (``data.packing.bos_token_id``), then the text's own tokens."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        tok = self.lm.tokenizer
-        if tok is None:
-            raise CircuitError(f"model {self.lm.name!r} has no tokenizer: pass token ids instead of text")
-        bos = bos_token_id(tok)
-        out = []
-        for p in prompts:
-            ids = tok(p, add_special_tokens=False)["input_ids"]
-            if not ids:
-                raise CircuitError("the prompt is empty: give some text")
-            out.append(torch.tensor(([bos] if bos is not None else []) + ids))
-        return out
+        """Token ids as the transcoders saw them in training (see :func:`prompt_ids`)."""
+        return [prompt_ids(self.lm, p) for p in ([prompts] if isinstance(prompts, str) else prompts)]
 
     @torch.no_grad()
     def trace(self, prompts: str | Sequence[str] | Sequence[Tensor] | Tensor, *, keep_bos: bool = False
@@ -345,6 +332,19 @@ class Replacement:
         final = rec["final"][b, :T]
         return FrozenPrompt(self, ids.cpu(), layers, final, FrozenNorm.freeze(self.final_norm, final),
                             constant_pos=None if keep_bos else 0)
+
+
+def prompt_ids(lm: LoadedModel, text: str) -> Tensor:
+    """A prompt's token ids as the transcoders saw text in training: the BOS token the training contexts start with
+    (``data.packing.bos_token_id``), then the text's own tokens."""
+    tok = lm.tokenizer
+    if tok is None:
+        raise CircuitError(f"model {lm.name!r} has no tokenizer: pass token ids instead of text")
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise CircuitError("the prompt is empty: give some text")
+    bos = bos_token_id(tok)
+    return torch.tensor(([bos] if bos is not None else []) + ids)
 
 
 @contextmanager

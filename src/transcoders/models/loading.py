@@ -21,6 +21,7 @@ import torch
 from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+from transformers.utils import CONFIG_NAME
 from transformers.utils import logging as hf_logging
 
 from transcoders.errors import MissingPackageError, ModelError
@@ -255,7 +256,7 @@ def for_older_transformers(folder: Path) -> None:
     """Make a folder saved by transformers 5 read the same in 4.x (what other tools pin, e.g. circuit-tracer 0.5.0's
     4.57.3): transformers 5 writes rope settings only as ``rope_parameters``, which 4.x ignores (it would silently
     use rope_theta 10,000), and names a tokenizer class 4.x does not have. Idempotent."""
-    path = folder / "config.json"
+    path = folder / CONFIG_NAME  # the model folder's (not a run's)
     cfg = json.loads(path.read_text())
     rope = cfg.get("rope_parameters")
     if isinstance(rope, dict) and "rope_theta" in rope:
