@@ -10,7 +10,8 @@ process of its own, alternating.
 2. The set exported for circuit-tracer (bench/out/compare_circuit_tracer/ct), the released circuit-tracer 0.5.0 in
    its own environment (peers/envs.py), nnsight backend (the only one that loads a model it does not list).
 3. Each run, in a fresh process: load the model and the set (not timed), then build the graph with --rows feature
-   rows, each tool at its own default batch size (ours 64 rows per backward pass, circuit-tracer 512); wall time,
+   rows, each tool at its own default batch size (ours 64 rows per backward pass, circuit-tracer 512: --their-batch
+   changes it); wall time,
    rows, and peak resident memory above what the process held before (sampled every 2 ms). Runs alternate,
    --repeats times each; medians and ratios are printed and written to bench/out/compare_circuit_tracer/results.json.
 """
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("--prompt", default=PROMPT)
     ap.add_argument("--rows", type=int, default=4096, help="feature rows of the graph (both tools)")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--their-batch", type=int, default=512, help="circuit-tracer's rows per backward pass (its default)")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:  # one of our runs, in its own process
@@ -106,14 +108,14 @@ def main() -> None:
         results["ours"].append(json.loads(out.strip().splitlines()[-1]))
         reply = envs.run("circuit-tracer", "circuit_tracer_check.py", {"attribute": {
             "model": str(_default_model_dir()), "set": str(ct), "ids": ids, "out": str(OUT / "theirs.safetensors"),
-            "max_feature_nodes": args.rows}})
+            "max_feature_nodes": args.rows, "batch_size": args.their_batch}})
         results["circuit-tracer"].append(reply["attribute"])
         print(f"run {r + 1}: ours {results['ours'][-1]['seconds']:.1f} s / {results['ours'][-1]['peak_mib']:.0f} MiB, "
               f"circuit-tracer {reply['attribute']['seconds']:.1f} s / {reply['attribute']['peak_mib']:.0f} MiB", flush=True)
     med = {k: {m: statistics.median(x[m] for x in v) for m in ("seconds", "peak_mib")} for k, v in results.items()}
     print(f"\ndefault model, {'set ' + str(args.set) if args.set else 'random JumpReLU set, width 4608, L0 ~32, 30 layers'}, "
           f"{len(ids)} tokens, {results['ours'][0]['active']:,} active features, {args.rows} rows cap, "
-          f"{torch.get_num_threads()} threads, medians of {args.repeats}")
+          f"{torch.get_num_threads()} threads, circuit-tracer batch {args.their_batch}, medians of {args.repeats}")
     print(f"{'':<16} {'seconds':>9} {'peak MiB':>9} {'rows':>7}")
     for k in ("ours", "circuit-tracer"):
         print(f"{k:<16} {med[k]['seconds']:9.1f} {med[k]['peak_mib']:9.0f} {results[k][0]['rows']:7}")

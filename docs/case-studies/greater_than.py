@@ -141,7 +141,7 @@ def main() -> None:
     # ---------------------------------------------------------------- 2. the circuit on one prompt
     d0 = EXAMPLE // 10
     print(f"\n## 2. The circuit on {TEMPLATE.format(EXAMPLE)!r} (d = {d0})\n")
-    fp = rep.trace([ids_of[EXAMPLE]])[0]
+    fp = rep.trace([ids_of[EXAMPLE]], keep_bos=True)[0]  # as when the figures were made: BOS features as nodes
     target = group_target(fp, digits, d0)
     search = find_paths(fp, target, depth=3, branches=15)
     merged = merge_paths(search)
@@ -223,7 +223,7 @@ def main() -> None:
     n_feats = []
     for yy in years:
         d = yy // 10
-        fpy = rep.trace([ids_of[yy]])[0]
+        fpy = rep.trace([ids_of[yy]], keep_bos=True)[0]
         m = merge_paths(find_paths(fpy, group_target(fpy, digits, d), depth=3, branches=15))
         supporting = sorted(((c, v) for c, v in m.nodes.items() if c.kind == "feature" and v > 0), key=lambda cv: -cv[1])
         n_feats.append(len(supporting))

@@ -209,20 +209,23 @@ def attribution_graph(
         order, R_bias = _all_rows(act, A[: act.n, :n_src], batch_size, progress)
         selected, keep_cols = order, torch.arange(n_src)
         R = A[: act.n, :n_src]
+        row_values = R.sum(1) + R_bias
     else:
         R, R_bias, order = _ranked_rows(act, out_rows, weights, limit, batch_size, update_interval, progress)
         perm = order.argsort()  # rows back in (layer, pos) order
-        selected, R, R_bias = order[perm], R[perm], R_bias[perm]
+        selected = order[perm]
         keep_cols = torch.cat([selected, torch.arange(act.n, n_src)])  # drop columns of unselected features
+        row_values, R_bias = (R.sum(1) + R_bias)[perm], R_bias[perm]
         N = selected.numel() + act.n_err + fp.n_tokens + n_out
         A = torch.zeros(N, N)
-        A[: selected.numel(), : N - n_out] = R[:, keep_cols]
+        A[: selected.numel(), : N - n_out] = R[perm[:, None], keep_cols]  # one gather: never a second copy of R
+        del R
     N, n_sel = A.shape[0], selected.numel()
     A[N - n_out:, : N - n_out] = out_rows[:, keep_cols]
     bias = torch.zeros(N)
     bias[:n_sel], bias[N - n_out:] = R_bias, out_bias
     values = torch.zeros(N)
-    values[:n_sel] = R.sum(1) + R_bias
+    values[:n_sel] = row_values
     values[N - n_out:] = out_rows.sum(1) + out_bias
     feats = torch.stack([act.layer[selected], act.pos[selected], act.idx[selected]], dim=1)
     g = AttributionGraph(fp, feats, act.val[selected], outputs, weights, A, values, bias, act.n)
@@ -299,17 +302,26 @@ def _ranked_rows(act: _Active, out_rows: Tensor, weights: Tensor, limit: int, ba
     return R, R_bias, order
 
 
-def _partial_influence(out_rows: Tensor, weights: Tensor, rows: Tensor, row_ids: Tensor) -> Tensor:
+def _partial_influence(out_rows: Tensor, weights: Tensor, rows: Tensor, row_ids: Tensor, chunk: int = 512) -> Tensor:
     """Influence over all sources, propagated through the feature rows computed so far (``rows[i]`` belongs to
-    active feature ``row_ids[i]``)."""
+    active feature ``row_ids[i]``): ``total = c_0 + Σ_k c_k · |rows|`` (row-normalised), where the influence reaching
+    the computed rows, ``c_k``, propagates among them only. So the power iteration runs on the square block of the
+    computed rows' own columns, and the full rows are read twice, a chunk at a time: never a normalised copy of
+    all of them (it doubled the graph's peak memory)."""
     cur = weights @ normalize_rows(out_rows)  # [n_src]
     total = cur.clone()
-    if rows.shape[0] == 0:
+    n = rows.shape[0]
+    if n == 0:
         return total
-    na = normalize_rows(rows)
-    for _ in range(1000):
-        cur = cur[row_ids] @ na
-        if not cur.any():
+    inv = torch.cat([rows[a : a + chunk].abs().sum(1) for a in range(0, n, chunk)]).clamp_min(1e-10).reciprocal()
+    square = rows[:, row_ids].abs_().mul_(inv[:, None])  # [n, n]
+    c, reached = cur[row_ids], torch.zeros(n)
+    for _ in range(1000):  # ends: the graph is acyclic (features feed only higher layers)
+        if not c.any():
             break
-        total += cur
+        reached += c
+        c = c @ square
+    w = reached * inv
+    for a in range(0, n, chunk):
+        total += w[a : a + chunk] @ rows[a : a + chunk].abs()
     return total
