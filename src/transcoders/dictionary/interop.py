@@ -9,7 +9,10 @@
 * **circuit-tracer** per-layer transcoders (a folder: ``config.yaml`` + ``layer_{i}.safetensors``):
   ``W_enc [F, d]``, ``W_dec [F, d]``, ``b_enc [F]``, ``b_dec [d]``, optional ``W_skip [d, d]``
   and ``activation_function.threshold [F]`` (JumpReLU; absent means ReLU).
-  encode = act(x @ W_enc.T + b_enc), decode = z @ W_dec + b_dec (+ x @ W_skip.T).
+  encode = act(x @ W_enc.T + b_enc), decode = z @ W_dec + b_dec (+ x @ W_skip.T). circuit-tracer 0.5.0 has no TopK
+  transcoder (it would read one as a ReLU), so TopK sets are refused; its sets cover layers 0..max.
+
+Both are checked against the released tools in their own environments (``tests/peers``).
 
 What is exported is a dictionary's inference form (:meth:`Dictionary.inference_form`): ReLU, TopK or JumpReLU.
 BatchTopK is exported as what it is at inference, a JumpReLU with one shared threshold (as SAELens does).
