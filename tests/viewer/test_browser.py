@@ -125,25 +125,29 @@ def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):
     assert feat["run"] in page.inner_text("h1")
 
 
+def trace_from_prompt_box(page, prompt: str, url: str, target: str = "", set_name: str = "") -> None:
+    """Type a prompt (and target) into the circuit page's box, trace it, and wait for the graph to be drawn."""
+    page.wait_for_selector("#c-go")
+    if set_name:
+        page.select_option("#c-set", set_name)
+    page.fill("#c-prompt", prompt)
+    if target:
+        page.fill("#c-target", target)
+    page.click("#c-go")
+    page.wait_for_url(re.compile(url))
+    page.wait_for_selector("#graph-svg circle.node")
+    assert prompt in page.inner_text("h1")
+
+
 def test_a_prompt_typed_in_the_viewer_is_traced_and_drawn(page):
     page.goto(f"{page.origin}/#/graphs")
-    page.wait_for_selector("#c-go")
-    page.fill("#c-prompt", "a cat and a dog")
-    page.fill("#c-target", "logit:#7")
-    page.click("#c-go")
-    page.wait_for_url(re.compile(r".*a-cat-and-a-dog-paths\.json$"))
-    page.wait_for_selector("#graph-svg circle.node")
-    assert "a cat and a dog" in page.inner_text("h1")
+    trace_from_prompt_box(page, "a cat and a dog", r".*a-cat-and-a-dog-paths\.json$", target="logit:#7")
 
 
 def test_a_partial_set_is_offered_by_the_circuit_picker_and_traces(page):
     """A set of some layers only (here 3 and 4 of a 5-layer model, like `--layers 8,20` of the default model)."""
     page.goto(f"{page.origin}/#/graphs")
-    page.wait_for_selector("#c-go")
+    page.wait_for_selector("#c-set")
     assert sorted(page.locator("#c-set option").all_inner_texts()) == ["partial", "set"]
-    page.select_option("#c-set", "partial")
-    page.fill("#c-prompt", "a king and a ship")
-    page.click("#c-go")
-    page.wait_for_url(re.compile(r".*partial%2Fgraphs%2Fa-king-and-a-ship-paths\.json$"))
-    page.wait_for_selector("#graph-svg circle.node")
-    assert "a king and a ship" in page.inner_text("h1")
+    trace_from_prompt_box(page, "a king and a ship", r".*partial%2Fgraphs%2Fa-king-and-a-ship-paths\.json$",
+                          set_name="partial")
