@@ -23,7 +23,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "transcoders"
 GROUND = {"errors", "paths", "flags", "distributed"}
-STAGES = ["models", "dictionary", "data", "training", "evaluation", "sweeps", "features", "circuits", "viewer", "cli"]
+STAGES = ["models", "dictionary", "data", "training", "evaluation", "sweeps", "features", "interp", "circuits", "viewer",
+          "cli"]
 
 
 def _level(part: str) -> int:

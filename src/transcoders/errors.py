@@ -36,3 +36,11 @@ class TrainingDivergedError(TranscodersError):
 
 class CircuitError(TranscodersError):
     """A transcoder set that cannot be used for circuits, a bad target, feature or intervention spec."""
+
+
+class InterpError(TranscodersError):
+    """A feature store missing for interpretability scores, a labelled file unfit for probing, no live features."""
+
+
+class LLMError(TranscodersError):
+    """An explainer/scorer LLM that cannot be loaded or reached, or that answers out of format."""

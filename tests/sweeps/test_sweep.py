@@ -47,6 +47,10 @@ def test_grid_axes_follow_the_activation(tmp_path):
     assert names == ["transcoder-relu-l0-16", "transcoder-relu-l0-32", "sae-relu-l0-16", "sae-relu-l0-32"]
     cfgs = dict(grid_configs(base, SweepGrid(kinds="sae", l1s="0.1,0.2", widths="64,128")))
     assert cfgs["sae-relu-l1-0.2-w128"].l1 == 0.2 and cfgs["sae-relu-l1-0.2-w128"].width == 128
+    # SAEs on both sites in one sweep, whatever --sae-site says
+    cfgs = dict(grid_configs(base, SweepGrid(kinds="sae,sae-mlp-in,sae-mlp-out", l1s="0.1")))
+    assert [(c.kind, c.sae_site) for c in cfgs.values()] == [("sae", "mlp-out"), ("sae", "mlp-in"), ("sae", "mlp-out")]
+    assert list(cfgs) == ["sae-relu-l1-0.1", "sae-mlp-in-relu-l1-0.1", "sae-mlp-out-relu-l1-0.1"]
 
 
 def test_sweep_without_a_sparsity_axis_is_a_one_line_error(tmp_path, capsys):

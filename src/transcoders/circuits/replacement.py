@@ -35,7 +35,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from ..data.packing import bos_token_id
+from ..data.packing import bos_token_id, text_ids
 from ..errors import CircuitError
 from ..models import LoadedModel
 from ..models.adapters import Adapter, NormParams
@@ -340,11 +340,10 @@ def prompt_ids(lm: LoadedModel, text: str) -> Tensor:
     tok = lm.tokenizer
     if tok is None:
         raise CircuitError(f"model {lm.name!r} has no tokenizer: pass token ids instead of text")
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    if not ids:
+    ids = text_ids(tok, text)
+    if len(ids) == (bos_token_id(tok) is not None):
         raise CircuitError("the prompt is empty: give some text")
-    bos = bos_token_id(tok)
-    return torch.tensor(([bos] if bos is not None else []) + ids)
+    return torch.tensor(ids)
 
 
 @contextmanager

