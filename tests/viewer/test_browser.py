@@ -151,3 +151,21 @@ def test_a_partial_set_is_offered_by_the_circuit_picker_and_traces(page):
     assert sorted(page.locator("#c-set option").all_inner_texts()) == ["partial", "set"]
     trace_from_prompt_box(page, "a king and a ship", r".*partial%2Fgraphs%2Fa-king-and-a-ship-paths\.json$",
                           set_name="partial")
+
+
+def test_concepts_page_ranks_features_from_typed_texts(page, tiny_texts):
+    page.goto(f"{page.origin}/#/run/set%2Flayer_01")
+    page.click("#concepts-link")
+    page.wait_for_selector("#concepts-form")
+    page.fill("#positive", "\n".join(tiny_texts[:4]))
+    page.fill("#negative", "\n".join(tiny_texts[4:8]))
+    page.click("#concepts-form button")
+    page.wait_for_selector("#concepts-out table")
+    rows = page.locator("#concepts-out table tr")
+    assert rows.count() == 21  # the header and 20 features
+    page.click("#concepts-out table tr:nth-child(2) a")
+    page.wait_for_selector("#top-examples")
+    page.goto(f"{page.origin}/#/concepts/set%2Flayer_01")
+    page.wait_for_selector("#concepts-form")
+    page.click("#concepts-form button")  # nothing typed: the server's one-line reason
+    page.wait_for_selector("#concepts-out .error:has-text('positive')")

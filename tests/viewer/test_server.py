@@ -7,12 +7,14 @@ import json
 import sqlite3
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
 
 from transcoders.cli import main
 from transcoders.features import store_path
+from transcoders.interp import InterpConfig, LocalLLM, run_interp
 from transcoders.viewer import ViewerError, make_server, serve_in_thread
 
 
@@ -230,3 +232,30 @@ def test_sweeps_are_listed_with_their_pareto_plots(server, runs_root):
     assert sweep["rows"] == list(csv.DictReader(open(runs_root / "sweep" / "results.csv")))
     status, headers, png = call(server, "/api/file?path=sweep/pareto_ce.png")
     assert status == 200 and headers["Content-Type"] == "image/png" and png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_llm_explanations_show_label_and_search(server, runs_root, tiny_lm):
+    """`transcoders interp` (the tiny random model as explainer) on one run: its feature pages show the
+    explanations and use them as labels, search finds them, the run page shows the scores."""
+    run = runs_root / "set" / "layer_02"
+    run_interp([run], InterpConfig(scores="llm", features=2, top=3, quantiles=1, test=2),
+               llm=LocalLLM(tiny_lm, name="local:tiny"), progress=False)
+    con = sqlite3.connect(store_path(run))
+    (fid, expl), = con.execute("SELECT feature, explanation FROM interp ORDER BY detection DESC, feature LIMIT 1")
+    _, f = get_json(server, f"/api/feature?run=set/layer_02&id={fid}")
+    assert f["explanations"][0]["explanation"] == expl and f["explanations"][0]["llm"] == "local:tiny"
+    assert f["label"] == "" and f["auto_label"] == expl
+    _, s = get_json(server, f"/api/search?{urllib.parse.urlencode({'run': 'set/layer_02', 'q': expl[:6]})}")
+    assert any(x["id"] == fid and any(w.startswith("explained: ") for w in x["why"]) for x in s["results"])
+    _, r = get_json(server, "/api/run?run=set/layer_02")
+    assert r["interp"]["llm"]["local:tiny"]["features"] == 2 and {e["id"] for e in r["explained"]} >= {fid}
+
+
+def test_concepts_from_the_viewer(server, tiny_texts):
+    status, r = get_json(server, "/api/concepts", {"run": "set/layer_01", "positive": "\n".join(tiny_texts[:4]),
+                                                     "negative": tiny_texts[4:9]})
+    assert status == 200 and (r["positive"], r["negative"]) == (4, 5)
+    assert len(r["features"]) == 20 and all(0 <= c["auroc"] <= 1 for c in r["features"])
+    assert [c["auroc"] for c in r["features"]] == sorted((c["auroc"] for c in r["features"]), reverse=True)
+    status, r = get_json(server, "/api/concepts", {"run": "set/layer_01", "positive": "a b", "negative": "  \n "})
+    assert status == 400 and "negative" in r["error"]

@@ -24,6 +24,13 @@ def _interp(ns: argparse.Namespace) -> int:
         if w:
             print(f"  weights  ({w['features']} features): hit@10 {_ci(w['hit@10'])}, de-embedding percentile "
                   f"{_ci(w['percentile'])}, single-token {_ci(w['single_token'])}")
+        a = res.get("absorption")
+        if a and "skipped" in a:
+            print(f"  absorption: skipped ({a['skipped']})")
+        elif a:
+            m = a["mean"]
+            print(f"  absorption ({a['letters']} letters, {a['words']} words): rate {m['absorption']:.3f}, main-feature "
+                  f"recall {m['main_recall']:.3f}, F1 {m['main_f1']:.3f} (probe recall {m['probe_recall']:.3f})")
         for task, p in res.get("probing", {}).items():
             ks = ", ".join(f"{k} {v:.3f}" for k, v in p["mean"].items() if k != "dense")
             print(f"  probing {task} ({len(p['classes'])} labels, {p['texts']} texts): dense {p['mean']['dense']:.3f}; "
@@ -52,9 +59,11 @@ def add_interp(sub: argparse._SubParsersAction) -> None:
         "works) or any OpenAI-compatible endpoint (--llm-url, key from the variable named by --llm-key-env).\n\n"
         "probing: k-sparse logistic probes on the features (k = 1, 2, 5, 10, 20) against a dense probe on the raw "
         "activation, one-vs-rest, on the default corpus's news topics and document sources, or --labelled FILE.\n\n"
+        "absorption: SAEBench's first-letter task (simplified): how often a letter's main feature is silent on a word "
+        "whose first letter a probe finds, while another feature reading that letter fires.\n\n"
         "weights: how well each sampled feature's de-embedding predicts the tokens it fires on, and the share of "
         "single-token features.",
-        examples=["transcoders interp runs/l8 --scores probing,weights      # seconds to minutes, no LLM",
+        examples=["transcoders interp runs/l8 --scores probing,absorption,weights   # minutes, no LLM",
                   "transcoders interp runs/l8 --features 100                # all scores, the default local LLM",
                   "transcoders interp runs/l8 --llm qwen2.5-coder-0.5b-instruct --features 20",
                   "OPENAI_API_KEY=... transcoders interp runs/l8 --llm gpt-4o-mini --llm-url https://api.openai.com/v1",

@@ -42,14 +42,14 @@ DEFAULT_LLM = "qwen2.5-coder-1.5b-instruct"
 STRATA = 10
 
 
-SCORES = ("llm", "probing", "weights")
+SCORES = ("llm", "probing", "absorption", "weights")
 
 
 @dataclass
 class InterpConfig:
-    scores: str = opt("llm,probing,weights", "which scores, comma-separated: llm (explanations, detection and fuzzing; "
-                      "slow on a CPU), probing (sparse probes on labelled texts), weights (de-embeddings against the "
-                      "tokens features fire on)")
+    scores: str = opt("llm,probing,absorption,weights", "which scores, comma-separated: llm (explanations, detection "
+                      "and fuzzing; slow on a CPU), probing (sparse probes on labelled texts), absorption (first-letter "
+                      "features), weights (de-embeddings against the tokens features fire on)")
     features: int = opt(100, "features to explain and score per run: a seeded sample of the live features, "
                              "stratified by firing density (a rerun with more continues the same sample)")
     llm: str = opt(DEFAULT_LLM, "explainer and scorer: a named model (`transcoders models`), a local model folder, a "

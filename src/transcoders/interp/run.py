@@ -1,8 +1,8 @@
 """``transcoders interp``: every interpretability score of a run or set, into ``RUN/interp.json``.
 
 ``llm`` (:mod:`.autointerp`: explanations, detection, fuzzing), ``probing`` (:mod:`.probing` on :mod:`.tasks`),
-``weights`` (:mod:`.weights`). The quick ones run first; the file is rewritten (atomically) after each, keeping
-what earlier runs of the command wrote for other scores or LLMs.
+``absorption`` (:mod:`.absorption`), ``weights`` (:mod:`.weights`). The quick ones run first; the file is rewritten
+(atomically) after each, keeping what earlier runs of the command wrote for other scores or LLMs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from ..dictionary.runs import interp_path, open_runs, run_dirs
 from ..errors import InterpError
 from ..models import LoadedModel, load_model
 from ..paths import atomic_write_json
+from .absorption import first_letter_absorption
 from .autointerp import SCORES, InterpConfig, feature_order, interp, open_store
 from .llm import LLM
 from .pooled import pooled_codes
@@ -58,7 +59,7 @@ def run_interp(runs: Sequence[str | Path], cfg: InterpConfig, *, llm: LLM | None
     if "llm" in scores or "weights" in scores:
         for r in dirs:
             open_store(r).close()  # a missing store is reported before any model loads
-    if "probing" in scores or "weights" in scores:
+    if {"probing", "absorption", "weights"} & set(scores):
         opened = open_runs(dirs, what="score")
         model = lm or load_model(opened.model, n_layers=max(opened.layers) + 1)
         dicts = opened.load(expect_model=model.name)
@@ -79,6 +80,13 @@ def run_interp(runs: Sequence[str | Path], cfg: InterpConfig, *, llm: LLM | None
                                       progress=progress, desc=f"probing {name}")
                 for r, p in zip(opened.dirs, pooled):
                     _merge(r, "probing", name, sparse_probing(p, [lab for _, lab in rows], seed=cfg.seed))
+        if "absorption" in scores:
+            try:  # a vocabulary without enough whole words skips this score, not the others
+                found: list[dict] = first_letter_absorption(model, dicts, seed=cfg.seed)
+            except InterpError as e:
+                found = [{"skipped": str(e)} for _ in dicts]
+            for r, res in zip(opened.dirs, found):
+                _merge(r, "absorption", None, res)
         del model, dicts
         gc.collect()
     if "llm" in scores:

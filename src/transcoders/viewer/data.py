@@ -1,8 +1,9 @@
-"""What the viewer shows, read from a runs folder: runs, sweeps, feature stores, graph JSON, labels, ratings.
+"""What the viewer shows, read from a runs folder: runs, sweeps, feature stores (with LLM explanations), graph
+JSON, labels, ratings, and what it computes on request: circuits for a typed prompt, concepts for typed texts.
 
 Plain functions returning JSON-ready dicts; the server (:mod:`.server`) only routes. Every path from a request
-goes through :func:`resolve` and never leaves the runs folder. Nothing here loads a model: token texts come from
-each store's ``vocab`` table.
+goes through :func:`resolve` and never leaves the runs folder. Pages read no model: token texts come from each
+store's ``vocab`` table; only the two computations load one (kept for the next request).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from ..dictionary import CONFIG_FILE
 from ..dictionary import runs as R
 from ..errors import TranscodersError
 from ..features import store as S
+from ..interp import concepts as find_concepts
+from ..interp import read_results
+from ..models import LoadedModel, load_model
 from ..paths import atomic_write_json
 
 
@@ -104,7 +108,30 @@ def run_detail(root: Path, rel: str) -> dict:
         out["density_hist"] = _log_hist([d for d in dens if d > 0], lo=-7, hi=0, step=0.25)
         out["dead"] = sum(1 for d in dens if d == 0)
         out["densest"] = [{"id": r[0], "density": r[1] / tokens} for r in rows[:10]]
+        with _store(folder) as con:
+            if _has_table(con, "interp"):
+                out["explained"] = [{"id": f, "llm": llm, "explanation": e, "detection": d, "fuzzing": z} for f, llm, e, d, z in
+                                    con.execute("SELECT feature, llm, explanation, detection, fuzzing FROM interp "
+                                                "ORDER BY detection DESC LIMIT 30")]
+    scores = read_results(folder)
+    out["interp"] = {"weights": {k: v for k, v in scores.get("weights", {}).items() if k != "per_feature"},
+                     "probing": {t: {"mean": v["mean"], "texts": v["texts"], "classes": v["classes"]}
+                                 for t, v in scores.get("probing", {}).items()},
+                     "absorption": (scores.get("absorption") or {}).get("mean"),  # None where skipped
+                     "llm": scores.get("llm", {})} if scores else None
     return out
+
+
+def _has_table(con: sqlite3.Connection, name: str) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+
+
+def _explanations(con: sqlite3.Connection, fid: int) -> list[dict]:
+    if not _has_table(con, "interp"):
+        return []
+    return [{"llm": llm, "explanation": e, "detection": d, "fuzzing": z, "updated": u} for llm, e, d, z, u in
+            con.execute("SELECT llm, explanation, detection, fuzzing, updated FROM interp WHERE feature = ? "
+                        "ORDER BY updated DESC", (fid,))]
 
 
 def sweep_summary(root: Path, folder: Path) -> dict:
@@ -237,12 +264,14 @@ def feature_page(root: Path, rel: str, fid, *, left: int = 24, right: int = 6, b
                 g = sample[i:i + per]
                 groups.append({"range": [g[-1]["act"], g[0]["act"]], "examples": g})
         label = con.execute("SELECT label, note FROM labels WHERE feature = ?", (fid,)).fetchone()
+        explanations = _explanations(con, fid)
     tokens = max(1, meta.get("tokens_done") or 1)
     return {"run": rel_of(root, folder), "id": fid, "width": width, "layer": meta.get("layer"),
             "density": fires / tokens, "fires": fires, "tokens": tokens, "mean_act": act_sum / fires if fires else 0.0,
             "max_act": act_max, "hist": {"lo": S.HIST_LO + a * S.HIST_STEP, "step": S.HIST_STEP, "counts": counts[a:b]},
             **tables, "top": top, "quantiles": groups,
-            "label": label[0] if label else "", "note": label[1] if label else ""}
+            "label": label[0] if label else "", "note": label[1] if label else "", "explanations": explanations,
+            "auto_label": explanations[0]["explanation"] if explanations else ""}
 
 
 def set_label(root: Path, body: dict) -> dict:
@@ -259,7 +288,8 @@ def set_label(root: Path, body: dict) -> dict:
 
 
 def search(root: Path, rel: str, q: str, limit: int = 50) -> dict:
-    """Features whose label matches ``q``, or whose strongest token, top logits or de-embedding is the token ``q``."""
+    """Features whose label or LLM explanation matches ``q``, or whose strongest token, top logits or de-embedding is
+    the token ``q``."""
     folder = resolve(root, rel)
     q = (q or "").strip()
     if not q:
@@ -270,6 +300,9 @@ def search(root: Path, rel: str, q: str, limit: int = 50) -> dict:
         for fid, label in con.execute("SELECT feature, label FROM labels WHERE label LIKE ? OR note LIKE ?",
                                       (f"%{q}%", f"%{q}%")):
             hits.setdefault(fid, []).append(f"label: {label}")
+        if _has_table(con, "interp"):
+            for fid, expl in con.execute("SELECT feature, explanation FROM interp WHERE explanation LIKE ?", (f"%{q}%",)):
+                hits.setdefault(fid, []).append(f"explained: {expl}")
         ids = {i for (i,) in con.execute("SELECT id FROM vocab WHERE lower(trim(text)) = lower(?)", (q,))}
         if ids:
             best: dict[int, tuple[int, int, float]] = {}  # each feature's strongest example
@@ -451,3 +484,37 @@ def compute_graph(root: Path, body: dict) -> dict:
     except TranscodersError as e:
         raise BadRequest(str(e)) from None
     return {"path": rel_of(root, path), "report": report}
+
+
+_MODELS: dict[tuple[str, int], LoadedModel] = {}
+MAX_CONCEPT_TEXTS, MAX_CONCEPT_CHARS = 500, 4000
+
+
+def _texts_field(body: dict, name: str) -> list[str]:
+    v = body.get(name)
+    texts = [t.strip() for t in (v.splitlines() if isinstance(v, str) else v if isinstance(v, list) else [])
+             if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise BadRequest(f"give some {name} texts, one per line")
+    if len(texts) > MAX_CONCEPT_TEXTS or any(len(t) > MAX_CONCEPT_CHARS for t in texts):
+        raise BadRequest(f"at most {MAX_CONCEPT_TEXTS} {name} texts of {MAX_CONCEPT_CHARS} characters each")
+    return texts
+
+
+def compute_concepts(root: Path, body: dict) -> dict:
+    """`transcoders concepts` for texts typed in the viewer: the run's features ranked by AUROC."""
+    folder = resolve(root, _field(body, "run", str))
+    if not R.is_run(folder):
+        raise BadRequest(f"{rel_of(root, folder)!r} is not a run folder", 404)
+    pos, neg = _texts_field(body, "positive"), _texts_field(body, "negative")
+    cfg = _read_json(folder / CONFIG_FILE) or {}
+    key = (str(cfg.get("model", "")), int(cfg.get("layer", 0)) + 1)
+    try:
+        with _COMPUTE:
+            lm = _MODELS.get(key)
+            if lm is None:
+                lm = _MODELS[key] = load_model(key[0], n_layers=key[1])
+            (rows,) = find_concepts([folder], pos, neg, top=int(body.get("top") or 20), lm=lm, progress=False).values()
+    except TranscodersError as e:
+        raise BadRequest(str(e)) from None
+    return {"run": rel_of(root, folder), "positive": len(pos), "negative": len(neg), "features": [c.to_dict() for c in rows]}

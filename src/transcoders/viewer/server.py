@@ -166,6 +166,8 @@ class Handler(BaseHTTPRequestHandler):
             body = self._body()
             if url.path == "/api/label":
                 return self._json(D.set_label(root, body))
+            if url.path == "/api/concepts":
+                return self._json(D.compute_concepts(root, body))
             if url.path == "/api/rating/start":
                 return self._json(D.start_rating(root, body))
             if url.path == "/api/rating/answer":

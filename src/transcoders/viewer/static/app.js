@@ -44,6 +44,7 @@ const routes = [
   [/^#\/run\/(.+)$/, (m) => runPage(decodeURIComponent(m[1]))],
   [/^#\/feature\/(.+)\/(\d+)$/, (m) => featurePage(decodeURIComponent(m[1]), +m[2])],
   [/^#\/search\/(.+)\/(.+)$/, (m) => searchPage(decodeURIComponent(m[1]), decodeURIComponent(m[2]))],
+  [/^#\/concepts\/(.+)$/, (m) => conceptsPage(decodeURIComponent(m[1]))],
   [/^#\/graphs$/, graphsPage],
   [/^#\/graph\/(.+)$/, (m) => graphPage(decodeURIComponent(m[1]))],
   [/^#\/rate$/, rateStart],
@@ -94,10 +95,30 @@ async function runPage(run) {
       h("h2", {}, `Feature density (${r.dead} never fired in ${r.store.tokens_done.toLocaleString()} tokens)`),
       barChart(r.density_hist, "log10 density"),
       h("h2", {}, "Densest features"),
-      h("ul", {}, r.densest.map((f) => h("li", {}, h("a", { href: `#/feature/${encodeURIComponent(run)}/${f.id}` }, `#${f.id}`), ` ${pct(f.density)}`))));
+      h("ul", {}, r.densest.map((f) => h("li", {}, h("a", { href: `#/feature/${encodeURIComponent(run)}/${f.id}` }, `#${f.id}`), ` ${pct(f.density)}`))),
+      h("p", {}, h("a", { href: `#/concepts/${encodeURIComponent(run)}`, id: "concepts-link" }, "Find the features of a concept →")));
+  }
+  if (r.interp) parts.push(h("h2", {}, "Interpretability scores"), interpCard(r.interp));
+  if (r.explained && r.explained.length) {
+    parts.push(h("h2", {}, "Explained features (best detection first)"), table(["feature", "explanation", "detection", "fuzzing", "LLM"],
+      r.explained.map((e) => [h("a", { href: `#/feature/${encodeURIComponent(run)}/${e.id}` }, `#${e.id}`), e.explanation, fmt(e.detection, 2), fmt(e.fuzzing, 2), e.llm])));
   }
   parts.push(h("h2", {}, "Config"), h("pre", { class: "card" }, JSON.stringify({ config: r.config, metrics: r.metrics }, null, 1)));
   render(...parts);
+}
+
+const ci = (v) => (v && v[0] === v[0] ? `${v[0].toFixed(3)} [${v[1].toFixed(3)}, ${v[2].toFixed(3)}]` : "–");
+
+function interpCard(it) {
+  const rows = [];
+  for (const [name, s] of Object.entries(it.llm || {})) rows.push([`LLM ${name}`, `${s.features} features: detection ${ci(s.detection)}, fuzzing ${ci(s.fuzzing)}`]);
+  for (const [task, p] of Object.entries(it.probing || {})) {
+    rows.push([`probing: ${task}`, `${p.classes.length} labels, ${p.texts} texts: ` + Object.entries(p.mean).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ")]);
+  }
+  if (it.absorption) rows.push(["first-letter absorption", Object.entries(it.absorption).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(", ")]);
+  const w = it.weights || {};
+  if (w.features) rows.push(["weights", `${w.features} features: hit@10 ${ci(w["hit@10"])}, de-embedding percentile ${ci(w.percentile)}, single-token ${ci(w.single_token)}`]);
+  return h("div", { class: "card", id: "interp-scores" }, table(["score", "value (95% interval)"], rows));
 }
 
 function featureNav(run, id, width) {
@@ -154,9 +175,12 @@ async function featurePage(run, id) {
   };
   const max = f.max_act || 1;
   render(
-    h("h1", {}, `${run} — feature #${id}`, f.label ? h("span", { class: "muted" }, `  “${f.label}”`) : null),
+    h("h1", {}, `${run} — feature #${id}`, f.label ? h("span", { class: "muted" }, `  “${f.label}”`)
+      : f.auto_label ? h("span", { class: "muted", id: "auto-label", title: "an LLM's explanation (no one has labelled this feature)" }, `  “${f.auto_label}” (auto)`) : null),
     featureNav(run, id, f.width),
     h("form", { class: "card", onsubmit: save, id: "label-form" }, label, " ", h("button", { class: "primary" }, "save label"), " ", saved, h("br"), note),
+    f.explanations.length ? h("div", { class: "card", id: "explanations" }, h("b", {}, "LLM explanations"), table(["explanation", "detection", "fuzzing", "LLM"],
+      f.explanations.map((e) => [e.explanation, fmt(e.detection, 2), fmt(e.fuzzing, 2), e.llm]))) : null,
     h("div", { class: "feature-grid" },
       h("div", {},
         h("h2", {}, "Top activations"),
@@ -176,7 +200,25 @@ async function searchPage(run, text) {
   const r = await api(`/api/search?${q({ run, q: text })}`);
   render(h("h1", {}, `Search “${text}” in ${run}`), featureNav(run, null, r.width),
     r.results.length ? h("ul", {}, r.results.map((x) => h("li", {}, h("a", { href: `#/feature/${encodeURIComponent(run)}/${x.id}` }, `#${x.id}`), " ", h("span", { class: "muted" }, x.why.join("; ")))))
-      : h("p", {}, "No feature has that label, fires most on that token, or promotes it."));
+      : h("p", {}, "No feature has that label or explanation, fires most on that token, or promotes it."));
+}
+
+async function conceptsPage(run) {
+  const pos = h("textarea", { rows: 8, cols: 60, id: "positive", placeholder: "texts that show the concept, one per line" });
+  const neg = h("textarea", { rows: 8, cols: 60, id: "negative", placeholder: "texts that do not, one per line" });
+  const out = h("div", { id: "concepts-out" });
+  const go = async (e) => {
+    e.preventDefault();
+    out.replaceChildren(h("p", { class: "muted" }, "reading the texts with the model…"));
+    try {
+      const r = await api("/api/concepts", { run, positive: pos.value, negative: neg.value });
+      out.replaceChildren(h("p", {}, `${r.positive} positive, ${r.negative} negative texts. AUROC: the chance that a positive text's largest activation beats a negative one's.`),
+        table(["feature", "AUROC", "mean +", "mean −", "fires +", "fires −", "label / strongest example"], r.features.map((c) => [
+          h("a", { href: `#/feature/${encodeURIComponent(run)}/${c.feature}` }, `#${c.feature}`), fmt(c.auroc), fmt(c.mean_pos), fmt(c.mean_neg), pct(c.fires_pos), pct(c.fires_neg), c.label || c.example])));
+    } catch (err) { out.replaceChildren(h("p", { class: "error" }, err.message)); }
+  };
+  render(h("h1", {}, `Concepts in ${run}`), h("p", { class: "muted" }, "Which features separate two sets of texts? Each text is read by the model; features are ranked by AUROC."),
+    h("form", { class: "card", onsubmit: go, id: "concepts-form" }, h("div", { class: "row" }, pos, neg), h("p", {}, h("button", { class: "primary" }, "rank features"))), out);
 }
 
 // ---------------------------------------------------------------------------------------------- blind rating
