@@ -7,7 +7,7 @@ On the default model, layer 8: a transcoder, a skip transcoder and SAEs on MLP-o
 Then, for each: the feature store (131k held-out tokens), the scores that need no LLM (sparse probing on the
 default corpus's news topics and sources, first-letter absorption, weights-based prediction and the share of
 single-token features over the same sampled features), and the LLM scores (detection, fuzzing) with the default
-explainer on the same density-stratified sample, in rounds of 10 features per dictionary so that a partial run
+explainer on the same density-stratified sample, in rounds of 5 features per dictionary so that a partial run
 is balanced; then a second explainer on the first 30 features of each, for the sensitivity to the explainer.
 Every step resumes where it stopped (training, stores and scores all do), so rerunning the script finishes it;
 ``--report-only`` writes the tables from what is there.
@@ -50,13 +50,15 @@ def runs_of(out: Path) -> dict[str, Path]:
 def build(out: Path, features: int, second: int) -> None:
     base = TrainConfig(model="default", corpus="default", layers="8", activation="batchtopk", tokens=500_000,
                        out=str(out))
-    run_sweep(base, SweepGrid(kinds=",".join(KINDS), ks="32", eval_tokens=16384))
+    if len(runs_of(out)) < len(KINDS) or not (out / "results.md").is_file():  # a finished sweep is not evaluated again
+        run_sweep(base, SweepGrid(kinds=",".join(KINDS), ks="32", eval_tokens=16384))
     runs = runs_of(out)
     collect(list(runs.values()), FeaturesConfig(tokens=131072))
-    run_interp(list(runs.values()), InterpConfig(scores="probing,absorption,weights", features=features))
+    if not all({"probing", "absorption", "weights"} <= set(read_results(r)) for r in runs.values()):
+        run_interp(list(runs.values()), InterpConfig(scores="probing,absorption,weights", features=features))
     for llm_name, n_max in ((DEFAULT_LLM, features), (SECOND_LLM, second)):
         llm = LocalLLM(load_model(llm_name), name=f"local:{llm_name}")
-        for n in range(10, n_max + 1, 10):  # rounds: every dictionary has as many scored features at any time
+        for n in range(5, n_max + 1, 5):  # rounds: every dictionary has as many scored features at any time
             for run in runs.values():
                 run_interp([run], InterpConfig(scores="llm", features=n, llm=llm_name), llm=llm)
         del llm
@@ -73,7 +75,8 @@ def report(out: Path, features: int) -> str:
     metrics = {k: json.loads((r / "metrics.json").read_text()) if (r / "metrics.json").is_file() else {}
                for k, r in runs.items()}
     res = {k: read_results(r) for k, r in runs.items()}
-    lines = ["| dictionary | L0 | FVU | CE rec. | detection | fuzzing | explained by |", "|---|---|---|---|---|---|---|"]
+    lines = ["| dictionary | L0 | FVU | CE rec. | detection | fuzzing | detection AUROC | fuzzing AUROC | features |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for k, r in runs.items():
         m = metrics[k]
         fid = m.get("fidelity") or m.get("alone") or {}
@@ -85,7 +88,7 @@ def report(out: Path, features: int) -> str:
         ce = fid.get("ce_recovered_mean") if isinstance(fid, dict) else None
         lines.append(f"| {KINDS[k]} | {m.get('l0', math.nan):.1f} | {m.get('fvu', math.nan):.3f} | "
                      f"{'–' if ce is None else f'{100 * ce:.1f}%'} | {ci(llm['detection'])} | {ci(llm['fuzzing'])} | "
-                     f"{llm['features']} features |")
+                     f"{ci(llm['detection_auroc'])} | {ci(llm['fuzzing_auroc'])} | {llm['features']} |")
     lines += ["", "| dictionary | hit@10 | de-embedding percentile | single-token share | absorption | main-feature recall |",
               "|---|---|---|---|---|---|"]
     for k in runs:
@@ -101,7 +104,8 @@ def report(out: Path, features: int) -> str:
             if p:
                 lines.append(f"| {KINDS[k]} | " + " | ".join(f"{p['mean'][x]:.3f}" for x in ks) + " |")
     lines += ["", "Second explainer (same features, the first ones of the sample):", "",
-              "| dictionary | explainer | features | detection | fuzzing |", "|---|---|---|---|---|"]
+              "| dictionary | explainer | features | detection | fuzzing | detection AUROC | fuzzing AUROC |",
+              "|---|---|---|---|---|---|---|"]
     for k, r in runs.items():
         con = S.connect(store_path(r), readonly=True)
         try:
@@ -110,7 +114,8 @@ def report(out: Path, features: int) -> str:
         finally:
             con.close()
         for name, s in ((DEFAULT_LLM, first), (SECOND_LLM, second)):
-            lines.append(f"| {KINDS[k]} | {name} | {s['features']} | {ci(s['detection'])} | {ci(s['fuzzing'])} |")
+            lines.append(f"| {KINDS[k]} | {name} | {s['features']} | {ci(s['detection'])} | {ci(s['fuzzing'])} | "
+                         f"{ci(s['detection_auroc'])} | {ci(s['fuzzing_auroc'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -20,8 +20,8 @@ CFG = dict(scores="llm", features=6, top=4, quantiles=2, test=3, left=6, right=2
 def _rows(run):
     con = S.connect(S.store_path(run), readonly=True)
     try:
-        return con.execute("SELECT feature, llm, explanation, detection, fuzzing, prompt, details FROM interp "
-                           "ORDER BY feature").fetchall()
+        return con.execute("SELECT feature, llm, explanation, detection, fuzzing, prompt, details, detection_auroc "
+                           "FROM interp ORDER BY feature").fetchall()
     finally:
         con.close()
 
@@ -69,7 +69,7 @@ def test_scores_are_stored_and_consistent(run_copy, tiny_llm):
     (summary,) = interp([run_copy], InterpConfig(**CFG), llm=tiny_llm, progress=False).values()
     rows = _rows(run_copy)
     assert len(rows) == 6 and summary["features"] == 6 and summary["llm"] == "local:tiny"
-    for _feature, llm, explanation, det, fuzz, prompt, details in rows:
+    for _feature, llm, explanation, det, fuzz, prompt, details, det_auroc in rows:
         d = json.loads(details)
         assert llm == "local:tiny" and explanation and "<<" in prompt
         truth = [t for t, _, _ in d["detection"]]
@@ -78,6 +78,8 @@ def test_scores_are_stored_and_consistent(run_copy, tiny_llm):
         tp = sum(t and p > 0.5 for t, p, _ in d["detection"])
         tn = sum((not t) and p <= 0.5 for t, p, _ in d["detection"])
         assert det == pytest.approx(0.5 * (tp / truth.count(True) + tn / truth.count(False)))
+        pairs = [(a > b) + 0.5 * (a == b) for ta, a, _ in d["detection"] if ta for tb, b, _ in d["detection"] if not tb]
+        assert det_auroc == pytest.approx(sum(pairs) / len(pairs))
         assert all("<<" not in s for _, _, s in d["detection"])
         if fuzz is not None:
             assert all("<<" in s for _, _, s in d["fuzzing"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from transcoders.interp.examples import Window, render, spread
-from transcoders.interp.scoring import auroc, balanced_accuracy, confusion, mean_ci, wrong_marks
+from transcoders.interp.scoring import answer_auroc, auroc, balanced_accuracy, confusion, mean_ci, wrong_marks
 
 
 def test_balanced_accuracy_by_hand():
@@ -61,3 +61,22 @@ def test_spread_is_even_and_keeps_ends():
     assert spread(list(range(10)), 3) == [0, 4, 9]
     assert spread([1, 2], 5) == [1, 2]
     assert spread(list(range(7)), 1) == [0]
+
+
+def test_render_specials_and_line_breaks():
+    vocab = {0: "<|im_start|>", 1: "Hi", 2: "\n", 3: " there", 4: "</s>"}
+    w = Window(0, 0, [1, 0, 2, 3, 4], [0, 0, 1.0, 0, 0])
+    assert render(w, vocab) == "Hi\\n<<\\n>> there"  # a separator reads as a line break, a marked one stays visible
+    assert render(w, vocab, marks=[]) == "Hi\\n\\n there"
+
+
+def test_render_strength_is_relative_to_the_strongest_shown():
+    w = Window(0, 0, [1, 2], [0.0, 1.0])
+    assert render(w, {1: "a", 2: " b"}, values=True, top=3.0) == "a <<b>>(3)"
+
+
+def test_answer_auroc_sees_ranking_through_bias():
+    # every answer below one half: balanced accuracy is chance, but the ranking is perfect
+    truth, p = [True, True, False, False], [0.4, 0.3, 0.2, 0.1]
+    assert balanced_accuracy(truth, p) == 0.5 and answer_auroc(truth, p) == 1.0
+    assert answer_auroc([True, False], [0.3, 0.3]) == 0.5 and answer_auroc([True], [0.9]) is None

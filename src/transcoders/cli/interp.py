@@ -31,14 +31,18 @@ def _interp(ns: argparse.Namespace) -> int:
             m = a["mean"]
             print(f"  absorption ({a['letters']} letters, {a['words']} words): rate {m['absorption']:.3f}, main-feature "
                   f"recall {m['main_recall']:.3f}, F1 {m['main_f1']:.3f} (probe recall {m['probe_recall']:.3f})")
-        for task, p in res.get("probing", {}).items():
-            ks = ", ".join(f"{k} {v:.3f}" for k, v in p["mean"].items() if k != "dense")
+        for task, p in sorted(res.get("probing", {}).items()):
+            sparse = sorted((int(k[2:]), v) for k, v in p["mean"].items() if k.startswith("k="))
+            ks = ", ".join(f"k={k} {v:.3f}" for k, v in sparse)
             print(f"  probing {task} ({len(p['classes'])} labels, {p['texts']} texts): dense {p['mean']['dense']:.3f}; "
                   f"{ks}")
         for name, s in res.get("llm", {}).items():
             speed = f", {s['features_per_minute']:.2f} features/min" if s.get("features_per_minute") else ""
             print(f"  {name} ({s['features']} features): detection {_ci(s['detection'])}, fuzzing {_ci(s['fuzzing'])}"
                   f"{speed}")
+            if "detection_auroc" in s:
+                print(f"    AUROC of the scorer's P(yes): detection {_ci(s['detection_auroc'])}, fuzzing "
+                      f"{_ci(s['fuzzing_auroc'])}")
     return 0
 
 

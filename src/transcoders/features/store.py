@@ -16,9 +16,10 @@ Tables (``feature`` is the feature's index; ``context`` a held-out context's num
   :func:`pack_codes`). Only contexts some example points at are kept.
 - ``labels(feature, label, note, updated)``: names people give features (the viewer writes these).
 - ``vocab(id, text)``: every token's text, so that readers (the viewer) need no tokenizer.
-- ``interp(feature, llm, explanation, detection, fuzzing, prompt, details, seconds, updated)``: an LLM's
-  explanation of a feature and its detection and fuzzing balanced accuracies (``transcoders interp``); ``details``
-  is JSON with every scored text, its truth and the scorer's P(yes).
+- ``interp(feature, llm, explanation, detection, fuzzing, prompt, details, seconds, updated, detection_auroc,
+  fuzzing_auroc)``: an LLM's explanation of a feature, its detection and fuzzing balanced accuracies and the AUROC
+  of the scorer's P(yes) in each (``transcoders interp``); ``details`` is JSON with every scored text, its truth and
+  the scorer's P(yes).
 
 Every update is one transaction: a store killed mid-way holds the last complete chunk, and a rerun resumes.
 """
@@ -56,7 +57,7 @@ CREATE TABLE IF NOT EXISTS vocab (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS interp (
     feature INTEGER NOT NULL, llm TEXT NOT NULL, explanation TEXT NOT NULL, detection REAL, fuzzing REAL,
     prompt TEXT NOT NULL, details TEXT NOT NULL, seconds REAL NOT NULL, updated REAL NOT NULL,
-    PRIMARY KEY (feature, llm));
+    detection_auroc REAL, fuzzing_auroc REAL, PRIMARY KEY (feature, llm));
 CREATE INDEX IF NOT EXISTS examples_by_context ON examples (context);
 """
 
@@ -68,6 +69,10 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         con = sqlite3.connect(path, check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")  # readers (the viewer) never block the writer
         con.executescript(SCHEMA)
+        cols = {r[1] for r in con.execute("PRAGMA table_info(interp)")}
+        for col in ("detection_auroc", "fuzzing_auroc"):  # stores made before these columns
+            if col not in cols:
+                con.execute(f"ALTER TABLE interp ADD COLUMN {col} REAL")
     return con
 
 

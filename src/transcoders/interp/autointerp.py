@@ -8,7 +8,8 @@ For each run (a set stands for its layers), from its feature store:
 2. per feature, an explanation from its strongest and quantile-spread examples (:mod:`.examples`);
 3. *detection*: is each held-out window (activating, or one where the feature is silent) one it fires on?
    *fuzzing*: are the marked tokens of each held-out activating window the ones it fires on (the true ones, or as
-   many wrong ones)? Each scored as balanced accuracy (:mod:`.scoring`).
+   many wrong ones)? Each scored as balanced accuracy at P(yes) > 1/2, as published, and as the AUROC of the
+   scorer's P(yes), which a scorer's bias towards one answer does not hide (:mod:`.scoring`).
 
 Every feature's prompt, explanation, answers and scores go into the store's ``interp`` table in one transaction
 (keyed by feature and LLM, so explainers can be compared): a killed run keeps what it scored, and a rerun skips it.
@@ -20,6 +21,7 @@ import json
 import random
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from ..flags import opt
 from . import prompts as P
 from .examples import StoredContexts, feature_examples, render
 from .llm import LLM, open_llm
-from .scoring import balanced_accuracy, mean_ci, wrong_marks
+from .scoring import answer_auroc, balanced_accuracy, mean_ci, wrong_marks
 
 __all__ = ["DEFAULT_LLM", "InterpConfig", "feature_order", "interp", "interp_summary", "open_store"]
 
@@ -115,13 +117,15 @@ def score_feature(llm: LLM, con: sqlite3.Connection, feature: int, width: int, v
     t0 = time.perf_counter()
     ex = feature_examples(con, feature, width, n_top=cfg.top, n_quantile=cfg.quantiles, n_test=cfg.test,
                           left=cfg.left, right=cfg.right, seed=cfg.seed, contexts=contexts)
-    user = P.explain_user([render(w, vocab, values=True) for w in ex.explain])
-    reply = llm.generate(P.EXPLAIN_SYSTEM, user)
+    peaks = Counter(vocab.get(w.tokens[max(range(len(w.acts)), key=w.acts.__getitem__)], "") for w in ex.explain)
+    top = max(w.act for w in ex.explain)
+    user = P.explain_user([render(w, vocab, values=True, top=top) for w in ex.explain], peaks.most_common(5))
+    reply = llm.generate(P.EXPLAIN_SYSTEM, user, max_tokens=32, shots=P.EXPLAIN_SHOTS)
     explanation = P.clean_explanation(reply) or "(no explanation)"
     # detection: activating and silent windows, unmarked
     det_items = [render(w, vocab, marks=[]) for w in ex.test + ex.silent]
     det_truth = [True] * len(ex.test) + [False] * len(ex.silent)
-    det_p = llm.yes_probabilities(P.SCORE_SYSTEM, P.detection_prefix(explanation), det_items)
+    det_p = _rounded(llm.yes_probabilities(P.SCORE_SYSTEM, P.detection_prefix(explanation), det_items))
     # fuzzing: each activating window marked right, and marked wrong where that is possible
     rng = random.Random(cfg.seed * 7919 + feature)
     fuzz_items, fuzz_truth = [], []
@@ -131,21 +135,27 @@ def score_feature(llm: LLM, con: sqlite3.Connection, feature: int, width: int, v
             continue
         fuzz_items += [render(w, vocab), render(w, vocab, marks=wrong)]
         fuzz_truth += [True, False]
-    fuzz_p = llm.yes_probabilities(P.SCORE_SYSTEM, P.fuzzing_prefix(explanation), fuzz_items)
+    fuzz_p = _rounded(llm.yes_probabilities(P.SCORE_SYSTEM, P.fuzzing_prefix(explanation), fuzz_items))
     details = {"explain": [[w.context, w.start] for w in ex.explain], "reply": reply,
-               "detection": [[t, round(p, 4), s] for t, p, s in zip(det_truth, det_p, det_items)],
-               "fuzzing": [[t, round(p, 4), s] for t, p, s in zip(fuzz_truth, fuzz_p, fuzz_items)]}
+               "detection": [[t, p, s] for t, p, s in zip(det_truth, det_p, det_items)],
+               "fuzzing": [[t, p, s] for t, p, s in zip(fuzz_truth, fuzz_p, fuzz_items)]}
     return {"explanation": explanation, "prompt": user, "detection": balanced_accuracy(det_truth, det_p),
-            "fuzzing": balanced_accuracy(fuzz_truth, fuzz_p), "details": json.dumps(details),
+            "fuzzing": balanced_accuracy(fuzz_truth, fuzz_p), "detection_auroc": answer_auroc(det_truth, det_p),
+            "fuzzing_auroc": answer_auroc(fuzz_truth, fuzz_p), "details": json.dumps(details),
             "seconds": time.perf_counter() - t0}
+
+
+def _rounded(p: list[float]) -> list[float]:
+    """P(yes) as stored (6 decimals): the scores are computed from what the store keeps, so they can be checked."""
+    return [round(float(v), 6) for v in p]
 
 
 def _save(con: sqlite3.Connection, feature: int, llm_name: str, row: dict) -> None:
     with con:
         con.execute("INSERT OR REPLACE INTO interp (feature, llm, explanation, detection, fuzzing, prompt, details, "
-                    "seconds, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "seconds, updated, detection_auroc, fuzzing_auroc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (feature, llm_name, row["explanation"], row["detection"], row["fuzzing"], row["prompt"],
-                     row["details"], row["seconds"], time.time()))
+                     row["details"], row["seconds"], time.time(), row["detection_auroc"], row["fuzzing_auroc"]))
 
 
 def interp(runs: Sequence[str | Path], cfg: InterpConfig, *, llm: LLM | None = None,
@@ -184,11 +194,12 @@ def interp(runs: Sequence[str | Path], cfg: InterpConfig, *, llm: LLM | None = N
 
 def interp_summary(con: sqlite3.Connection, llm_name: str, features: Sequence[int] | None = None) -> dict:
     """Mean detection and fuzzing balanced accuracy (with 95% bootstrap intervals) over the scored features."""
-    rows = con.execute("SELECT feature, detection, fuzzing, seconds FROM interp WHERE llm = ?", (llm_name,)).fetchall()
+    rows = con.execute("SELECT feature, detection, fuzzing, seconds, detection_auroc, fuzzing_auroc FROM interp "
+                       "WHERE llm = ?", (llm_name,)).fetchall()
     if features is not None:
         keep = set(features)
         rows = [r for r in rows if r[0] in keep]
-    det, fuzz = mean_ci([r[1] for r in rows]), mean_ci([r[2] for r in rows])
     secs = sum(r[3] for r in rows)
-    return {"llm": llm_name, "features": len(rows), "detection": det, "fuzzing": fuzz,
-            "features_per_minute": 60 * len(rows) / secs if secs else None}
+    return {"llm": llm_name, "features": len(rows), "detection": mean_ci([r[1] for r in rows]),
+            "fuzzing": mean_ci([r[2] for r in rows]), "detection_auroc": mean_ci([r[4] for r in rows]),
+            "fuzzing_auroc": mean_ci([r[5] for r in rows]), "features_per_minute": 60 * len(rows) / secs if secs else None}

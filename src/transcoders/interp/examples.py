@@ -12,6 +12,7 @@ explainer saw, and as many windows where the feature is silent (random windows o
 from __future__ import annotations
 
 import random
+import re
 import sqlite3
 from dataclasses import dataclass
 
@@ -132,23 +133,30 @@ def silent_windows(ctxs: StoredContexts, feature: int, n: int, length: int, *, s
     return out
 
 
-def render(window: Window, vocab: dict[int, str], marks: list[int] | None = None, *, values: bool = False) -> str:
+_SPECIAL = re.compile(r"^(<\|[^|]*\|>|</?s>|<unk>|<pad>)$")
+
+
+def render(window: Window, vocab: dict[int, str], marks: list[int] | None = None, *, values: bool = False,
+           top: float | None = None) -> str:
     """The window's text with the ``marks`` positions (default: where the feature fires) as ``<<token>>``; runs of
-    marked tokens share one pair of brackets. ``values``: a 0-9 strength after each run (relative to the window)."""
+    marked tokens share one pair of brackets. ``values``: a 0-9 strength after each run, relative to ``top`` (the
+    feature's largest activation among the examples shown; default the window's own).
+    Special tokens (document separators in packed contexts) read as a line break; line breaks as ``\\n``."""
     marks = window.active() if marks is None else marks
-    marked, top = set(marks), window.act or 1.0
+    marked, top = set(marks), top or window.act or 1.0
+    texts = ["\n" if _SPECIAL.match(vocab.get(t, "")) else vocab.get(t, "") for t in window.tokens]
     out, i, n = [], 0, len(window.tokens)
     while i < n:
         if i in marked:
             j = i
             while j + 1 < n and j + 1 in marked:
                 j += 1
-            text = "".join(vocab.get(t, "") for t in window.tokens[i:j + 1])
+            text = "".join(texts[i:j + 1]).replace("\n", "\\n")
             lead = text[: len(text) - len(text.lstrip())]
             strength = f"({min(9, round(9 * max(window.acts[i:j + 1]) / top))})" if values else ""
-            out.append(f"{lead}<<{text.lstrip()}>>{strength}")
+            out.append(f"{lead}<<{text.lstrip() or text}>>{strength}")
             i = j + 1
         else:
-            out.append(vocab.get(window.tokens[i], ""))
+            out.append(texts[i])
             i += 1
     return "".join(out).strip().replace("\n", "\\n")

@@ -2,7 +2,8 @@
 
 Both answer two questions:
 
-- ``generate(system, user, max_tokens)``: a reply (greedy; the first line is what callers keep);
+- ``generate(system, user, max_tokens, shots)``: a reply (greedy; the first line is what callers keep), after the
+  worked examples ``shots`` given as earlier (user, assistant) turns;
 - ``yes_probabilities(system, user_prefix, items, user_suffix)``: for each item, the probability that the answer to
   ``user_prefix + item + user_suffix`` is "Yes" rather than "No".
 
@@ -40,7 +41,8 @@ NO = ("No", " No", "no", " no", "NO")
 class LLM(Protocol):
     name: str
 
-    def generate(self, system: str, user: str, max_tokens: int = 48) -> str: ...
+    def generate(self, system: str, user: str, max_tokens: int = 48, shots: Sequence[tuple[str, str]] = ()) -> str:
+        ...
 
     def yes_probabilities(self, system: str, user_prefix: str, items: Sequence[str], user_suffix: str = "") -> list[float]:
         ...
@@ -71,19 +73,20 @@ class LocalLLM:
                 out.add(int(ids[0]))
         return out
 
-    def render(self, system: str, user: str) -> str:
+    def render(self, system: str, user: str, shots: Sequence[tuple[str, str]] = ()) -> str:
         """The prompt text up to where the assistant's reply starts (the model's chat template when it has one)."""
         if getattr(self.tok, "chat_template", None):
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-            return str(self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        return f"{system}\n\nUser: {user}\nAssistant:"
+            return str(self.tok.apply_chat_template(messages(system, user, shots), tokenize=False,
+                                                    add_generation_prompt=True))
+        turns = "".join(f"User: {u}\nAssistant: {a}\n" for u, a in shots)
+        return f"{system}\n\n{turns}User: {user}\nAssistant:"
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tok.encode(text, add_special_tokens=False))
 
     @torch.inference_mode()
-    def generate(self, system: str, user: str, max_tokens: int = 48) -> str:
-        ids = torch.tensor([self._ids(self.render(system, user))], device=self.lm.device)
+    def generate(self, system: str, user: str, max_tokens: int = 48, shots: Sequence[tuple[str, str]] = ()) -> str:
+        ids = torch.tensor([self._ids(self.render(system, user, shots))], device=self.lm.device)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         out = self.lm.model.generate(  # type: ignore[operator]
             ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False, pad_token_id=pad,
@@ -155,9 +158,9 @@ class EndpointLLM:
         self.model, self.key_env, self.timeout, self.retries = model, key_env, timeout, retries
         self.name = f"{model}@{url.rstrip('/')}"
 
-    def _chat(self, system: str, user: str, max_tokens: int) -> str:
+    def _chat(self, system: str, user: str, max_tokens: int, shots: Sequence[tuple[str, str]] = ()) -> str:
         body = json.dumps({"model": self.model, "temperature": 0, "max_tokens": max_tokens,
-                           "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}]})
+                           "messages": messages(system, user, shots)})
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.key_env, "")
         if key:
@@ -191,11 +194,19 @@ class EndpointLLM:
                                "check --llm-url") from None
         raise AssertionError("unreachable")
 
-    def generate(self, system: str, user: str, max_tokens: int = 48) -> str:
-        return self._chat(system, user, max_tokens)
+    def generate(self, system: str, user: str, max_tokens: int = 48, shots: Sequence[tuple[str, str]] = ()) -> str:
+        return self._chat(system, user, max_tokens, shots)
 
     def yes_probabilities(self, system: str, user_prefix: str, items: Sequence[str], user_suffix: str = "") -> list[float]:
         return [yes_no(self._chat(system, user_prefix + item + user_suffix, 3)) for item in items]
+
+
+def messages(system: str, user: str, shots: Sequence[tuple[str, str]] = ()) -> list[dict]:
+    """Chat messages: the system prompt, the worked examples as earlier turns, the question."""
+    out = [{"role": "system", "content": system}]
+    for u, a in shots:
+        out += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+    return out + [{"role": "user", "content": user}]
 
 
 def yes_no(reply: str) -> float:

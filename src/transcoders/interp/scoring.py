@@ -10,7 +10,7 @@ import torch
 
 from .examples import Window
 
-__all__ = ["auroc", "balanced_accuracy", "confusion", "mean_ci", "wrong_marks"]
+__all__ = ["answer_auroc", "auroc", "balanced_accuracy", "confusion", "mean_ci", "wrong_marks"]
 
 
 def confusion(truth: Sequence[bool], p_yes: Sequence[float]) -> dict[str, int]:
@@ -29,6 +29,16 @@ def balanced_accuracy(truth: Sequence[bool], p_yes: Sequence[float]) -> float | 
     if not pos or not neg:
         return None
     return 0.5 * (c["tp"] / pos + c["tn"] / neg)
+
+
+def answer_auroc(truth: Sequence[bool], p_yes: Sequence[float]) -> float | None:
+    """How well the scorer's P(yes) ranks true items above false ones (ties half), whatever its bias: a scorer
+    that leans to "no" on everything can still rank; None without both classes."""
+    pos = [p for t, p in zip(truth, p_yes, strict=True) if t]
+    neg = [p for t, p in zip(truth, p_yes, strict=True) if not t]
+    if not pos or not neg:
+        return None
+    return float(auroc(torch.tensor(pos)[:, None], torch.tensor(neg)[:, None])[0])
 
 
 def wrong_marks(window: Window, rng: random.Random) -> list[int] | None:

@@ -24,7 +24,8 @@ def results_rows(res: dict, configs: list[tuple[str, TrainConfig]]) -> list[dict
         name, cfg = by_dir.get(str(p)) or by_dir[str(p.parent)]
         a = m["alone"]
         rows.append({
-            "run": name if str(p) in by_dir else f"{name}/{p.name}", "layer": m["layer"], "kind": m["kind"],
+            "run": name if str(p) in by_dir else f"{name}/{p.name}", "layer": m["layer"],
+            "kind": m["kind"] + ("-mlp-in" if m["kind"] == "sae" and cfg.sae_site == "mlp-in" else ""),
             "activation": m["activation"], "width": m["width"],
             "k": cfg.k if activation(cfg.activation).uses_k else "",
             "l1": cfg.l1 if activation(cfg.activation).uses_penalty else "",
