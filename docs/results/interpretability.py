@@ -70,53 +70,64 @@ def ci(v) -> str:
     return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
 
-def report(out: Path, features: int) -> str:
+def report(out: Path) -> dict[str, str]:
+    """Markdown tables by name: faithfulness, llm, nollm, probing, second."""
     runs = runs_of(out)
     metrics = {k: json.loads((r / "metrics.json").read_text()) if (r / "metrics.json").is_file() else {}
                for k, r in runs.items()}
     res = {k: read_results(r) for k, r in runs.items()}
-    lines = ["| dictionary | L0 | FVU | CE rec. | detection | fuzzing | detection AUROC | fuzzing AUROC | features |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for k, r in runs.items():
-        m = metrics[k]
+    t: dict[str, list[str]] = {}
+    t["faithfulness"] = ["| dictionary | L0 | FVU | CE recovered | KL | dead |", "|---|---:|---:|---:|---:|---:|"]
+    for k, m in metrics.items():
         fid = m.get("fidelity") or m.get("alone") or {}
+        t["faithfulness"].append(f"| {KINDS[k]} | {m['l0']:.1f} | {m['fvu']:.3f} | {100 * fid['ce_recovered_mean']:.1f}% | "
+                                 f"{fid['kl_clean_spliced']:.4f} | {100 * m['dead_fraction']:.1f}% |")
+    t["llm"] = ["| dictionary | features | detection | fuzzing | detection AUROC | fuzzing AUROC |",
+                "|---|---:|---|---|---|---|"]
+    t["second"] = ["| dictionary | explainer | features | detection | fuzzing | detection AUROC | fuzzing AUROC |",
+                   "|---|---|---:|---|---|---|---|"]
+    for k, r in runs.items():
         con = S.connect(store_path(r), readonly=True)
         try:
-            llm = interp_summary(con, f"local:{DEFAULT_LLM}")
+            s = interp_summary(con, f"local:{DEFAULT_LLM}")
+            t["llm"].append(f"| {KINDS[k]} | {s['features']} | {ci(s['detection'])} | {ci(s['fuzzing'])} | "
+                            f"{ci(s['detection_auroc'])} | {ci(s['fuzzing_auroc'])} |")
+            second = _features_of(con, f"local:{SECOND_LLM}")
+            if second:
+                for name, s in ((DEFAULT_LLM, interp_summary(con, f"local:{DEFAULT_LLM}", second)),
+                                (SECOND_LLM, interp_summary(con, f"local:{SECOND_LLM}"))):
+                    t["second"].append(f"| {KINDS[k]} | {name} | {s['features']} | {ci(s['detection'])} | "
+                                       f"{ci(s['fuzzing'])} | {ci(s['detection_auroc'])} | {ci(s['fuzzing_auroc'])} |")
         finally:
             con.close()
-        ce = fid.get("ce_recovered_mean") if isinstance(fid, dict) else None
-        lines.append(f"| {KINDS[k]} | {m.get('l0', math.nan):.1f} | {m.get('fvu', math.nan):.3f} | "
-                     f"{'–' if ce is None else f'{100 * ce:.1f}%'} | {ci(llm['detection'])} | {ci(llm['fuzzing'])} | "
-                     f"{ci(llm['detection_auroc'])} | {ci(llm['fuzzing_auroc'])} | {llm['features']} |")
-    lines += ["", "| dictionary | hit@10 | de-embedding percentile | single-token share | absorption | main-feature recall |",
-              "|---|---|---|---|---|---|"]
+    if len(t["second"]) == 2:
+        t["second"].append("| (not run yet) | | | | | | |")
+    t["nollm"] = ["| dictionary | hit@10 | de-embedding percentile | single-token share | absorption | "
+                  "main-feature recall | letter probe recall |", "|---|---|---|---|---:|---:|---:|"]
     for k in runs:
         w, a = res[k].get("weights", {}), res[k].get("absorption", {}).get("mean", {})
-        lines.append(f"| {KINDS[k]} | {ci(w.get('hit@10'))} | {ci(w.get('percentile'))} | {ci(w.get('single_token'))} | "
-                     f"{a.get('absorption', math.nan):.3f} | {a.get('main_recall', math.nan):.3f} |")
+        t["nollm"].append(f"| {KINDS[k]} | {ci(w.get('hit@10'))} | {ci(w.get('percentile'))} | "
+                          f"{ci(w.get('single_token'))} | {a.get('absorption', math.nan):.3f} | "
+                          f"{a.get('main_recall', math.nan):.3f} | {a.get('probe_recall', math.nan):.3f} |")
+    ks = ["dense", "k=1", "k=2", "k=5", "k=10", "k=20"]
+    t["probing"] = ["| task | dictionary | " + " | ".join(ks) + " |", "|---|---" + "|---:" * len(ks) + "|"]
     for task in ("topics", "sources"):
-        ks = ["dense", "k=1", "k=2", "k=5", "k=10", "k=20"]
-        lines += ["", f"Sparse probing, {task} (mean balanced accuracy over one-vs-rest tasks):", "",
-                  "| dictionary | " + " | ".join(ks) + " |", "|---" * (len(ks) + 1) + "|"]
         for k in runs:
             p = res[k].get("probing", {}).get(task)
             if p:
-                lines.append(f"| {KINDS[k]} | " + " | ".join(f"{p['mean'][x]:.3f}" for x in ks) + " |")
-    lines += ["", "Second explainer (same features, the first ones of the sample):", "",
-              "| dictionary | explainer | features | detection | fuzzing | detection AUROC | fuzzing AUROC |",
-              "|---|---|---|---|---|---|---|"]
-    for k, r in runs.items():
-        con = S.connect(store_path(r), readonly=True)
-        try:
-            second = interp_summary(con, f"local:{SECOND_LLM}")
-            first = interp_summary(con, f"local:{DEFAULT_LLM}", _features_of(con, f"local:{SECOND_LLM}"))
-        finally:
-            con.close()
-        for name, s in ((DEFAULT_LLM, first), (SECOND_LLM, second)):
-            lines.append(f"| {KINDS[k]} | {name} | {s['features']} | {ci(s['detection'])} | {ci(s['fuzzing'])} | "
-                         f"{ci(s['detection_auroc'])} | {ci(s['fuzzing_auroc'])} |")
-    return "\n".join(lines) + "\n"
+                t["probing"].append(f"| {task} | {KINDS[k]} | " + " | ".join(f"{p['mean'][x]:.3f}" for x in ks) + " |")
+    return {name: "\n".join(rows) for name, rows in t.items()}
+
+
+def fill(md: Path, tables: dict[str, str]) -> None:
+    """Rewrite the tables between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` in ``md``."""
+    text = md.read_text()
+    for name, table in tables.items():
+        begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+        if begin in text:
+            a, b = text.index(begin) + len(begin), text.index(end)
+            text = text[:a] + "\n" + table + "\n" + text[b:]
+    md.write_text(text)
 
 
 def _features_of(con, llm: str) -> list[int]:
@@ -133,9 +144,9 @@ def main() -> None:
     out = Path(ns.out)
     if not ns.report_only:
         build(out, ns.features, ns.second)
-    table = report(out, ns.features)
-    (HERE / "interpretability-tables.md").write_text(table)
-    print(table)
+    tables = report(out)
+    fill(HERE / "interpretability.md", tables)
+    print("\n\n".join(tables.values()))
 
 
 if __name__ == "__main__":
