@@ -14,6 +14,7 @@ import sqlite3
 import pytest
 
 from transcoders.features import store_path
+from transcoders.interp import InterpConfig, LocalLLM, run_interp
 
 CHROMIUM = os.environ.get("TRANSCODERS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make install)")
@@ -169,3 +170,20 @@ def test_concepts_page_ranks_features_from_typed_texts(page, tiny_texts):
     page.wait_for_selector("#concepts-form")
     page.click("#concepts-form button")  # nothing typed: the server's one-line reason
     page.wait_for_selector("#concepts-out .error:has-text('positive')")
+
+
+def test_feature_page_shows_llm_explanations_as_the_label(page, runs_root, tiny_lm):
+    run = runs_root / "set" / "layer_00"
+    run_interp([run], InterpConfig(scores="llm", features=1, top=3, quantiles=1, test=2),
+               llm=LocalLLM(tiny_lm, name="local:tiny-browser"), progress=False)
+    con = sqlite3.connect(store_path(run))
+    fid, expl = con.execute("SELECT feature, explanation FROM interp WHERE llm = 'local:tiny-browser'").fetchone()
+    labelled = con.execute("SELECT 1 FROM labels WHERE feature = ? AND label != ''", (fid,)).fetchone()
+    page.goto(f"{page.origin}/#/feature/set%2Flayer_00/{fid}")
+    page.wait_for_selector("#explanations")
+    def words(text):  # the browser collapses runs of spaces
+        return " ".join(text.split())
+
+    assert words(expl) in words(page.inner_text("#explanations")) and "local:tiny-browser" in page.inner_text("#explanations")
+    if not labelled:  # no person's label: the explanation stands in, marked as automatic
+        assert words(expl) in words(page.inner_text("#auto-label")) and "(auto)" in page.inner_text("#auto-label")
