@@ -293,6 +293,12 @@ def _read_local_file(path: Path, source: str, text_column: str) -> Iterator[Docu
 
 def _read_jsonl(path: Path, source: str, text_column: str) -> Iterator[Document]:
     """One JSON object per line; ``doc_id`` is ``file.jsonl:LINE`` with 1-based line numbers (as editors show)."""
+    for where, row in _jsonl_rows(path, text_column):
+        yield Document(source, where, _as_text(row[text_column], where))
+
+
+def _jsonl_rows(path: Path, text_column: str) -> Iterator[tuple[str, dict]]:
+    """``(file:LINE, object)`` of each non-empty line, each checked to be a JSON object with ``text_column``."""
     with path.open(encoding="utf-8", errors="replace") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
@@ -308,7 +314,7 @@ def _read_jsonl(path: Path, source: str, text_column: str) -> Iterator[Document]
                 )
             if text_column not in row:
                 raise _missing_column(where, text_column, list(row))
-            yield Document(source, where, _as_text(row[text_column], where))
+            yield where, row
 
 
 def _read_parquet(path: Path, source: str, text_column: str) -> Iterator[Document]:
@@ -410,16 +416,7 @@ def read_texts(path: str | Path, text_column: str = "text", *, label_column: str
         raise CorpusError(f"{what} file {str(p)!r} does not exist: give a .txt (one text per line) or a .jsonl file")
     out: list[tuple[str, str | None]] = []
     if p.suffix == ".jsonl":
-        for line_no, line in enumerate(p.open(encoding="utf-8", errors="replace"), start=1):
-            if not line.strip():
-                continue
-            where = f"{p.name}:{line_no}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{where} is not valid JSON ({e.msg}): write one JSON object per line") from None
-            if not isinstance(rec, dict) or text_column not in rec:
-                raise _missing_column(where, text_column, list(rec) if isinstance(rec, dict) else [])
+        for where, rec in _jsonl_rows(p, text_column):
             label = None
             if label_column is not None:
                 if label_column not in rec:

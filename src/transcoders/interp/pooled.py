@@ -49,11 +49,11 @@ def pooled_codes(lm: LoadedModel, dicts: Sequence[Dictionary], texts: Sequence[s
             x[r, :len(ids[i])] = torch.tensor(ids[i])
             valid[r, :len(ids[i])] = True
         valid &= ~torch.isin(x, special)
+        m, count, idx = valid.flatten(), valid.sum(1).clamp(min=1).float(), torch.tensor(rows)
         with torch.inference_mode():
             acts = capture(lm, x.to(lm.device), names)
             for d, p in zip(dicts, out):
                 a = acts[d.cfg.hook_in].to(d.W_enc.dtype).cpu()
-                m = valid.flatten()
                 flat = a.reshape(-1, d.cfg.d_in)
                 rows_i, feats, vals = d.encode_sparse(flat).entries()
                 keep = m[rows_i]
@@ -62,8 +62,6 @@ def pooled_codes(lm: LoadedModel, dicts: Sequence[Dictionary], texts: Sequence[s
                 key = text_of * d.width + feats
                 mx = torch.zeros(len(rows) * d.width).scatter_reduce_(0, key, vals, "amax").view(len(rows), d.width)
                 sm = torch.zeros(len(rows) * d.width).index_add_(0, key, vals).view(len(rows), d.width)
-                count = valid.sum(1).clamp(min=1).float()
-                idx = torch.tensor(rows)
                 p.max[idx] = mx
                 p.mean[idx] = sm / count[:, None]
                 p.raw[idx] = (a.float() * valid[..., None]).sum(1) / count[:, None]
