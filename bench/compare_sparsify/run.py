@@ -67,9 +67,9 @@ def export_inputs(tokens: int) -> tuple[Path, Path, int]:
 
     from transcoders.data.packing import bos_token_id, load_split
     from transcoders.models import load_model
-    from transcoders.models.loading import _default_model_dir
+    from transcoders.models.named import default_model_dir
 
-    model_dir = _default_model_dir()
+    model_dir = default_model_dir()
     lm = load_model("default")
     bos = bos_token_id(lm.tokenizer)
     data_dir = OUT / f"data-{tokens}"

