@@ -68,6 +68,24 @@ def test_each_alone_matches_evaluating_that_run_by_itself(tiny_model_dir, tiny_c
     assert "Each spliced in alone" in table and "layer_01" in table
 
 
+def test_starting_at_the_lowest_replaced_layer_gives_the_full_forwards_numbers(tiny_model_dir, tiny_corpus, tmp_path):
+    """Spliced and ablated passes that skip the unchanged blocks below the lowest replaced layer (the default)
+    give what full forwards give, for a group starting at layer 1 and for each layer alone."""
+    cfg = TrainConfig(model=tiny_model_dir, corpus=tiny_corpus, layers="1-2", out=str(tmp_path / "set"), width=64, k=4,
+                      tokens=4096, batch_size=256, ctx_len=32, chunk_tokens=4096, forward_batch=16)
+    train(cfg, progress=False)
+    lm = load_model(tiny_model_dir)
+    kw = dict(lm=lm, corpus=tiny_corpus, tokens=32 * 8, batch=4, progress=False, write=False, each=True)
+    fast = evaluate([tmp_path / "set"], **kw)
+    full = evaluate([tmp_path / "set"], full_forwards=True, **kw)
+    for a, b in zip(fast["groups"], full["groups"]):
+        assert a["spliced_layers"] == b["spliced_layers"]
+        for key in ("ce_clean", "ce_spliced", "ce_mean_ablated", "ce_zero_ablated", "kl_clean_spliced"):
+            assert abs(a[key] - b[key]) < 1e-6, key
+    assert [g["spliced_layers"] for g in fast["groups"]] == [[1, 2], [1], [2]]
+    assert fast["groups"][0]["ce_spliced"] != fast["groups"][2]["ce_spliced"]
+
+
 @pytest.mark.parametrize("site", ["mlp.in", "mlp.out"])
 def test_a_perfect_sae_spliced_at_either_site_leaves_the_model_unchanged(tiny_model_dir, tiny_corpus, tmp_path, site):
     """relu(x) - relu(-x) = x: an SAE that reconstructs exactly must give the clean CE and zero KL,

@@ -8,6 +8,7 @@ from tiny_models import make_tiny_lm
 
 from transcoders.errors import ModelError
 from transcoders.models import LoadedModel, StopForward, capture, patch_mlp
+from transcoders.models.hooks import start_at
 
 
 def no_hooks_left(lm: LoadedModel) -> bool:
@@ -104,6 +105,36 @@ def test_patch_mlp_identity_zero_and_nesting(lm: LoadedModel, input_ids):
         del mlp0.forward, mlp2.forward
     assert torch.allclose(both, expected, atol=1e-5)
     assert torch.allclose(seen["in"], mlp_in_2, atol=1e-6)
+    assert no_hooks_left(lm)
+
+
+def test_starting_at_a_block_from_its_recorded_input_gives_the_full_forward(lm: LoadedModel, input_ids):
+    """Blocks below the start are not run; with an edit at or above the start, the logits equal the full
+    forward's with the same edit (what evaluation's spliced and ablated passes rely on)."""
+    ran = []
+    resid = capture(lm, input_ids, ["blocks.0.resid.post"])["blocks.0.resid.post"]
+    zero = lambda i, o: torch.zeros_like(o)  # noqa: E731
+    with patch_mlp(lm, 2, zero):
+        full = logits(lm, input_ids)
+    probe = lm.adapter.mlp(0).register_forward_pre_hook(lambda m, a: ran.append("block 0"))
+    try:
+        with start_at(lm, 1, resid), patch_mlp(lm, 2, zero):
+            started = logits(lm, input_ids)
+        with start_at(lm, 1, resid):
+            clean_started = logits(lm, input_ids)
+    finally:
+        probe.remove()
+    assert ran == []
+    assert torch.allclose(started, full, atol=1e-5)
+    assert torch.allclose(clean_started, logits(lm, input_ids), atol=1e-5)
+    assert not torch.allclose(started, clean_started, atol=1e-4)  # the edit mattered
+    ran.clear()
+    probe = lm.adapter.mlp(0).register_forward_pre_hook(lambda m, a: ran.append("block 0"))
+    try:
+        logits(lm, input_ids)
+    finally:
+        probe.remove()
+    assert ran == ["block 0"]  # the blocks are whole again
     assert no_hooks_left(lm)
 
 

@@ -7,6 +7,10 @@ Two passes over the evaluation split:
    and per dictionary L0, FVU, MSE and feature firing counts (from the clean MLP input);
 2. the model with those MLPs mean-ablated (mean MLP output over the split) and zero-ablated.
 
+Both passes start at the lowest replaced layer: the clean pass records the residual stream entering that
+block, and the spliced and ablated forwards skip the blocks below it (they are unchanged there) and read the
+recording instead (``--full-forwards`` runs them from the embeddings: the same numbers, more compute).
+
 Special-token (BOS) positions are not reconstructed: training never sees them, and
 their MLP output keeps the model's own value in every condition. Next-token losses
 are averaged over positions whose target is an ordinary token.
@@ -14,8 +18,8 @@ are averaged over positions whose target is an ordinary token.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ from ..dictionary import Dictionary
 from ..dictionary.runs import METRICS_FILE, open_runs
 from ..flags import opt
 from ..models import LoadedModel, load_model, patch_mlp
+from ..models.hooks import first_input, start_at
 from ..paths import atomic_write_json
 
 DENSE_THRESHOLD = 0.1
@@ -46,6 +51,9 @@ class EvalConfig:
     each: bool = opt(False, "also splice each run in alone: a per-layer table beside the all-at-once figures")
     each_only: bool = opt(False, "only splice each run in alone (runs may then share a layer, e.g. to compare candidates)")
     threads: int = opt(0, "CPU threads (0: torch's default)")
+    full_forwards: bool = opt(False, "run every spliced and ablated pass from the embeddings (the same numbers, more "
+                              "compute; by default they start at the lowest replaced layer from the clean pass's "
+                              "residual stream)")
 
     @property
     def together(self) -> bool:
@@ -145,7 +153,8 @@ def evaluate(
     n_ctx = max(1, cfg.tokens // ctx_len)
     contexts = load_split(cfg.corpus, lm.tokenizer, "eval", ctx_len=ctx_len, max_tokens=n_ctx * ctx_len,
                           text_column=cfg.text_column)
-    ev = _Evaluation(lm, dicts, _splice_groups(len(dicts), cfg), contexts.tokens[:n_ctx], cfg.batch)
+    ev = _Evaluation(lm, dicts, _splice_groups(len(dicts), cfg), contexts.tokens[:n_ctx], cfg.batch,
+                     reuse=not cfg.full_forwards)
     ev.run(progress)
     result = ev.result(opened.dirs, cfg)
     if write:
@@ -168,11 +177,15 @@ class _Evaluation:
     """The running sums of one evaluation: per dictionary, per spliced group and per ablated layer set."""
 
     def __init__(self, lm: LoadedModel, dicts: list[Dictionary], groups: list[list[int]], ids: torch.Tensor,
-                 batch: int):
+                 batch: int, reuse: bool = True):
         self.lm, self.dicts, self.groups, self.ids, self.batch = lm, dicts, groups, ids, batch
         self.layers = [d.cfg.layer for d in dicts]
         self.all_layers = sorted(set(self.layers))
         self.layer_sets = sorted({self.group_layers(g) for g in groups})
+        # the blocks whose clean input is recorded (per batch) for the edited passes to start from
+        self.starts = sorted({ls[0] for ls in self.layer_sets if ls[0] > 0}) if reuse else []
+        self.resid: list[dict[int, torch.Tensor]] = []
+        self.tuple_output = False  # what the model's blocks return (a one-tuple before transformers 4.54)
         self.special = torch.tensor(sorted(special_token_ids(lm.tokenizer)), dtype=torch.long)
         self.accs = [_Acc(d.width) for d in dicts]
         self.ce_clean = _NextTokenLoss()
@@ -190,6 +203,12 @@ class _Evaluation:
             keep = ~torch.isin(ids, self.special)  # positions that get reconstructed
             yield ids, keep, keep[:, 1:]  # ... and the next-token targets that count
 
+    def start(self, b: int, layers: tuple[int, ...]) -> tuple[int, torch.Tensor, bool] | None:
+        """Where an edited pass of batch ``b`` that changes ``layers`` can start: its lowest layer, from the
+        clean pass's recording (None: from the embeddings)."""
+        low = layers[0]
+        return (low, self.resid[b][low], self.tuple_output) if low in self.starts else None
+
     def run(self, progress: bool) -> None:
         steps = (self.ids.shape[0] + self.batch - 1) // self.batch
         bar = tqdm(total=steps * (1 + len(self.groups) + 2 * len(self.layer_sets)), desc="eval", unit="fwd",
@@ -197,25 +216,31 @@ class _Evaluation:
         with torch.inference_mode():
             out_sum = {layer: torch.zeros((), dtype=torch.float64) for layer in self.all_layers}
             out_n = 0
-            for ids, keep, valid in self.batches():  # pass 1: clean, then each spliced group
-                rec = self.clean_and_spliced(ids, keep, valid, bar)
+            for b, (ids, keep, valid) in enumerate(self.batches()):  # pass 1: clean, then each spliced group
+                rec = self.clean_and_spliced(b, ids, keep, valid, bar)
                 for layer in self.all_layers:
                     out_sum[layer] = out_sum[layer] + rec[layer][1][keep].sum(0, dtype=torch.float64)
                 out_n += int(keep.sum())
             means = {layer: (s / out_n).float() for layer, s in out_sum.items()}
-            for ids, keep, valid in self.batches():  # pass 2: mean- and zero-ablation of each group's MLPs
-                self.ablations(ids, keep, valid, means, bar)
+            for b, (ids, keep, valid) in enumerate(self.batches()):  # pass 2: mean- and zero-ablation of each group's MLPs
+                self.ablations(b, ids, keep, valid, means, bar)
         bar.close()
 
-    def clean_and_spliced(self, ids, keep, valid, bar) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """The clean forward (recording every layer's MLP input and output), each spliced group's forward, and each
-        dictionary's reconstruction metrics on the clean MLP inputs; returns the recordings."""
+    def clean_and_spliced(self, b, ids, keep, valid, bar) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The clean forward (recording every layer's MLP input and output, and the residual stream entering each
+        start block), each spliced group's forward, and each dictionary's reconstruction metrics on the clean MLP
+        inputs; returns the MLP recordings."""
         rec: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        lp_clean = _forward(self.lm, ids, {layer: _recorder(rec, layer) for layer in self.all_layers}, self.ce_clean, valid)
+        self.resid.append({})
+        with ExitStack() as st:
+            for layer in self.starts:
+                st.enter_context(_record_block_input(self, self.lm.adapter.layer(layer), layer))
+            lp_clean = _forward(self.lm, ids, {layer: _recorder(rec, layer) for layer in self.all_layers},
+                                self.ce_clean, valid)
         bar.update()
         for gi, g in enumerate(self.groups):
             edits = {self.layers[i]: _splicer(self.dicts[i], keep, self.lm.adapter.mlp(self.layers[i])) for i in g}
-            lp_spl = _forward(self.lm, ids, edits, self.ce_spliced[gi], valid)
+            lp_spl = _forward(self.lm, ids, edits, self.ce_spliced[gi], valid, self.start(b, self.group_layers(g)))
             kl = (lp_clean.exp() * (lp_clean - lp_spl)).sum(-1)
             self.kl_sum[gi] += kl[valid].sum().item()
             bar.update()
@@ -225,11 +250,11 @@ class _Evaluation:
             acc.add(y, d.decode(z, x), z)
         return rec
 
-    def ablations(self, ids, keep, valid, means: dict[int, torch.Tensor], bar) -> None:
+    def ablations(self, b, ids, keep, valid, means: dict[int, torch.Tensor], bar) -> None:
         for ls in self.layer_sets:
             for loss, fill in ((self.ce_mean[ls], means), (self.ce_zero[ls], None)):
                 edits = {layer: _ablator(fill[layer] if fill is not None else None, keep) for layer in ls}
-                _forward(self.lm, ids, edits, loss, valid)
+                _forward(self.lm, ids, edits, loss, valid, self.start(b, ls))
                 bar.update()
 
     def fidelity(self, gi: int, run_dirs: list[Path], corpus: str) -> dict:
@@ -257,12 +282,36 @@ class _Evaluation:
         return out
 
 
-def _forward(lm: LoadedModel, ids: torch.Tensor, edits: dict, loss: _NextTokenLoss, valid: torch.Tensor) -> torch.Tensor:
-    """One forward with ``edits`` ({layer: fn(mlp_in, mlp_out)}) patched in; adds to ``loss``; returns log-probs."""
+def _forward(lm: LoadedModel, ids: torch.Tensor, edits: dict, loss: _NextTokenLoss, valid: torch.Tensor,
+             start: tuple[int, torch.Tensor, bool] | None = None) -> torch.Tensor:
+    """One forward with ``edits`` ({layer: fn(mlp_in, mlp_out)}) patched in, from the embeddings or from
+    ``start`` = (block, its recorded input, whether blocks return tuples); adds to ``loss``; returns log-probs."""
     with ExitStack() as st:
+        if start is not None:
+            layer, resid, tuple_output = start
+            st.enter_context(start_at(lm, layer, resid, tuple_output=tuple_output))
         for layer, fn in edits.items():
             st.enter_context(patch_mlp(lm, layer, fn))
         return loss.add(lm.model(input_ids=ids).logits, ids, valid)
+
+
+@contextmanager
+def _record_block_input(ev: _Evaluation, block: torch.nn.Module, layer: int) -> Iterator[None]:
+    """While active, the input of ``block`` goes into ``ev.resid[-1][layer]``, and whether blocks return a tuple
+    into ``ev.tuple_output``."""
+
+    def pre(module, args, kwargs):
+        ev.resid[-1][layer] = first_input(args, kwargs).detach()
+
+    def post(module, args, output):
+        ev.tuple_output = isinstance(output, tuple)
+
+    handles = [block.register_forward_pre_hook(pre, with_kwargs=True), block.register_forward_hook(post)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def _recorder(rec: dict, layer: int):

@@ -109,3 +109,36 @@ def patch_mlp(lm: LoadedModel, layer: int, fn: Callable[[Tensor, Tensor], Tensor
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def start_at(lm: LoadedModel, layer: int, resid: Tensor, *, tuple_output: bool = False) -> Iterator[None]:
+    """While active, a forward skips blocks ``0 .. layer-1`` and block ``layer`` reads ``resid`` (its input,
+    ``[batch, seq, d_model]``, recorded from an earlier forward of the same tokens) instead of what reached it.
+
+    The layers below are not run at all, so a pass that only changes ``layer`` and above costs the blocks from
+    ``layer`` up; everything the model computes outside its blocks (embeddings, rotary tables, masks, the final
+    norm and unembedding) still runs, so every family works unchanged. Skipped blocks return their input as they
+    are called (a tensor, or a one-tuple where ``tuple_output``: blocks of transformers releases before 4.54).
+    """
+    lm.adapter.check_layer(layer)
+    blocks = [lm.adapter.layer(i) for i in range(layer)]
+
+    def skip(*args: Any, **kwargs: Any) -> Any:
+        x = first_input(args, kwargs)
+        return (x,) if tuple_output else x
+
+    def feed(module, args, kwargs):
+        if args:
+            return (resid.to(args[0].dtype), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": resid.to(kwargs["hidden_states"].dtype)}
+
+    for b in blocks:
+        b.forward = skip  # an instance attribute: nn.Module.__call__ finds it first
+    handle = lm.adapter.layer(layer).register_forward_pre_hook(feed, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+        for b in blocks:
+            del b.forward
