@@ -26,6 +26,7 @@ EPILOG = textwrap.dedent(
       transcoders train --resume runs/transcoder       # continue an interrupted run (on any number of processes)
       torchrun --nproc-per-node 8 -m transcoders train --device cuda --layers all --distribute-layers   # a node of GPUs
       transcoders eval runs/transcoder                 # L0, FVU, CE clean/spliced/ablated, KL
+      transcoders tune --layers 8 --target-ce-recovered 0.9   # smallest L0 and a width that reach it, then train
       transcoders export runs/set --to circuit-tracer out/ct   # or --to saelens
       transcoders import out/ct runs/imported          # SAELens or circuit-tracer folders -> run folders
       transcoders features runs/l6                     # dashboards' data: examples, histograms, logit tables -> SQLite
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     training.add_train(sub, EPILOG)
     evaluation.add_eval(sub)
     training.add_sweep(sub)
+    training.add_tune(sub)
     interop.add_export(sub)
     interop.add_import(sub)
     features.add_features(sub)
