@@ -1,10 +1,12 @@
 """Throughput of harvesting and training, against this machine's measured fp32 matmul peak.
 
-    .venv/bin/python bench/throughput.py [--layer 6] [--tokens 65536] [--width 4608] [--threads 0]
+    .venv/bin/python bench/throughput.py [--model default] [--layer 6] [--tokens 65536] [--width 4608] [--threads 0]
+                                         [--harvest-only]
 
 Prints, in one run (so the figures share the machine's current load):
   * fp32 matmul GFLOP/s for the shapes that matter (the best one is "the peak");
-  * (a) activation harvest on the default model up to --layer: tokens/s and fraction of peak;
+  * (a) activation harvest on --model (a named model: `transcoders models`) up to --layer (default: 6 for the
+        default model, else the middle layer), only those blocks loaded: tokens/s, fraction of peak, peak memory;
   * (b) training a --width transcoder (TopK k=32, and ReLU + L1) on those activations:
         tokens/s and fraction of peak, counting the dense matmuls only (TopK: the encoder forward;
         ReLU: encoder, decoder and their gradients). The shapes and FLOP counts are in bench/flops.py.
@@ -13,6 +15,7 @@ Prints, in one run (so the figures share the machine's current load):
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import torch
@@ -21,9 +24,11 @@ from flops import forward_flops_per_token, limit_shapes, matmul_gflops, topk_ste
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--layer", type=int, default=6)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--layer", type=int, default=None)
+    ap.add_argument("--harvest-only", action="store_true", help="skip (b), the training steps")
     ap.add_argument("--tokens", type=int, default=65536, help="tokens harvested (and trained on, per activation)")
-    ap.add_argument("--width", type=int, default=4608)
+    ap.add_argument("--width", type=int, default=0, help="dictionary width (0: 8 x d_model)")
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=0)
@@ -33,14 +38,16 @@ def main() -> None:
 
     from transcoders.data.activations import ActivationSource
     from transcoders.data.packing import load_split
-    from transcoders.models import load_model
+    from transcoders.models import load_model, model_layer_count
     from transcoders.training import TrainConfig
     from transcoders.training.trainer import LayerState, Trainer
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    lm = load_model("default")
+    layer = args.layer if args.layer is not None else 6 if args.model == "default" else model_layer_count(args.model) // 2
+    args.layer = layer
+    lm = load_model(args.model, n_layers=layer + 1)  # only the blocks the harvest runs
     a = lm.adapter
-    d, F_ = a.d_model, args.width
+    d, F_ = a.d_model, args.width or 8 * a.d_model
     B = args.batch_size
 
     # ---------------------------------------------------------------- peak
@@ -64,8 +71,12 @@ def main() -> None:
     n_tok = tokens.numel()
     harvest_flop = n_tok * forward_flops_per_token(a, args.layer, ctx)
     h_tps = n_tok / dt
-    print(f"\n(a) harvest, default model, layers 0-{args.layer}, ctx {ctx}, batch 32 contexts")
-    print(f"  {h_tps:10.0f} tokens/s   {harvest_flop / dt / 1e9:7.1f} GFLOP/s   {harvest_flop / dt / 1e9 / peak:6.1%} of peak")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
+    print(f"\n(a) harvest, {args.model}, layers 0-{args.layer}, ctx {ctx}, batch 32 contexts")
+    print(f"  {h_tps:10.0f} tokens/s   {harvest_flop / dt / 1e9:7.1f} GFLOP/s   {harvest_flop / dt / 1e9 / peak:6.1%} of peak"
+          f"   (peak resident memory so far {rss:.2f} GiB)")
+    if args.harvest_only:
+        return
 
     # -------------------------------------------------------------- training
     x, y = pairs[args.layer]
