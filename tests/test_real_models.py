@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "circuits"))
 import pytest
 import torch
 from circuit_helpers import random_set
+from tiny_dictionaries import perfect_sae
 
 from transcoders.circuits import Replacement
 from transcoders.circuits.targets import parse_target
-from transcoders.dictionary import Dictionary, DictionaryConfig, save_dictionary
+from transcoders.dictionary import save_dictionary
 from transcoders.evaluation import evaluate
 from transcoders.models import capture, load_model
 from transcoders.models.named import NAMED_MODELS
@@ -75,18 +76,9 @@ def test_shape_and_hook_points(lm):
 def test_a_perfect_dictionary_spliced_in_leaves_the_loss_unchanged(lm, tmp_path):
     """relu(x) - relu(-x) = x: an SAE that reconstructs the MLP output exactly, spliced in at a middle layer,
     gives the clean CE and zero KL on real text; ablating that MLP does change the CE (the check has teeth)."""
-    d_model, L = lm.adapter.d_model, lm.adapter.n_layers // 2
-    cfg = DictionaryConfig(d_in=d_model, d_out=d_model, width=2 * d_model, kind="sae", activation="relu",
-                           model=lm.name, model_type=lm.model.config.model_type, layer=L,
-                           hook_in=f"blocks.{L}.mlp.out", hook_out=f"blocks.{L}.mlp.out")
-    d = Dictionary(cfg)
-    eye = torch.eye(d_model)
-    with torch.no_grad():
-        d.W_enc.copy_(torch.cat([eye, -eye]))
-        d.W_dec.copy_(torch.cat([eye, -eye]))
-        d.b_enc.zero_()
-        d.b_dec.zero_()
-    save_dictionary(d, tmp_path / "sae")
+    L = lm.adapter.n_layers // 2
+    sae = perfect_sae(lm.adapter.d_model, L, "mlp.out", lm.name, lm.model.config.model_type)
+    save_dictionary(sae, tmp_path / "sae")
     res = evaluate([tmp_path / "sae"], lm=lm, corpus="default", ctx_len=32, tokens=32 * 4, batch=4, progress=False,
                    write=False)
     f = res["fidelity"]

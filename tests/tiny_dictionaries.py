@@ -26,3 +26,18 @@ def make(kind, activation, layer=3, seed=0):
         if activation == "batchtopk":
             d.threshold.fill_(0.02)
     return d
+
+
+def perfect_sae(d_model: int, layer: int, site: str, model: str, model_type: str = "") -> Dictionary:
+    """An SAE on ``blocks.{layer}.{site}`` that reconstructs exactly: relu(x) - relu(-x) = x (width 2 x d_model)."""
+    cfg = DictionaryConfig(d_in=d_model, d_out=d_model, width=2 * d_model, kind="sae", activation="relu", model=model,
+                           model_type=model_type, layer=layer, hook_in=f"blocks.{layer}.{site}",
+                           hook_out=f"blocks.{layer}.{site}")
+    d = Dictionary(cfg)
+    eye = torch.eye(d_model)
+    with torch.no_grad():
+        d.W_enc.copy_(torch.cat([eye, -eye]))
+        d.W_dec.copy_(torch.cat([eye, -eye]))
+        d.b_enc.zero_()
+        d.b_dec.zero_()
+    return d

@@ -90,20 +90,12 @@ def test_starting_at_the_lowest_replaced_layer_gives_the_full_forwards_numbers(t
 def test_a_perfect_sae_spliced_at_either_site_leaves_the_model_unchanged(tiny_model_dir, tiny_corpus, tmp_path, site):
     """relu(x) - relu(-x) = x: an SAE that reconstructs exactly must give the clean CE and zero KL,
     whether it replaces the MLP output or feeds the MLP its input."""
-    from transcoders.dictionary import Dictionary, DictionaryConfig, save_dictionary
+    from tiny_dictionaries import perfect_sae
+
+    from transcoders.dictionary import save_dictionary
 
     lm = load_model(tiny_model_dir)
-    d_model = lm.adapter.d_model
-    cfg = DictionaryConfig(d_in=d_model, d_out=d_model, width=2 * d_model, kind="sae", activation="relu", model=lm.name,
-                           layer=1, hook_in=f"blocks.1.{site}", hook_out=f"blocks.1.{site}")
-    d = Dictionary(cfg)
-    eye = torch.eye(d_model)
-    with torch.no_grad():
-        d.W_enc.copy_(torch.cat([eye, -eye]))
-        d.W_dec.copy_(torch.cat([eye, -eye]))
-        d.b_enc.zero_()
-        d.b_dec.zero_()
-    save_dictionary(d, tmp_path / "sae")
+    save_dictionary(perfect_sae(lm.adapter.d_model, 1, site, lm.name), tmp_path / "sae")
     res = evaluate([tmp_path / "sae"], lm=lm, corpus=tiny_corpus, tokens=32 * 8, batch=4, progress=False)
     f = res["fidelity"]
     assert abs(f["ce_spliced"] - f["ce_clean"]) < 1e-5 and f["kl_clean_spliced"] < 1e-6

@@ -94,9 +94,16 @@ def plot_pareto(rows: list[dict], ce_path: Path, fvu_path: Path) -> None:
             ax.set_title(f"layer {layer}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        atomic_write_bytes(path, buf.getvalue())
+        save_png(fig, path)
 
+
+
+def save_png(fig, path: Path) -> None:
+    """Lay out, write atomically as PNG and close a matplotlib figure."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (matplotlib is imported lazily: only plots need it)
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

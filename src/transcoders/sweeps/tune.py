@@ -30,8 +30,9 @@ from ..errors import TranscodersError
 from ..evaluation import EvalConfig, evaluate
 from ..flags import opt
 from ..models import LoadedModel, load_model
-from ..paths import atomic_write_bytes, atomic_write_json
+from ..paths import atomic_write_json
 from ..training import TrainConfig, train
+from .report import save_png
 from .sweep import SweepGrid, run_sweep
 
 TUNE_FILE = "tune.json"
@@ -187,8 +188,6 @@ def _write(out: Path, t: TuneTarget, s: _Search, chosen: dict | None, final: dic
 def plot_curve(record: dict, path: Path) -> None:
     """The target metric against L0, one line per width, the target as a dashed line, the choice and the final
     run marked."""
-    import io  # noqa: PLC0415  (only with the plot)
-
     # lazy, deliberately: matplotlib takes a second to import and only sweeps and tune draw plots
     import matplotlib  # noqa: PLC0415
 
@@ -210,11 +209,7 @@ def plot_curve(record: dict, path: Path) -> None:
     ax.set_ylabel({"ce_recovered_mean": "CE recovered (vs mean ablation)", "fvu": "FVU"}[key])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)
 
 
 def _say(progress: bool, msg: str) -> None:
