@@ -49,6 +49,15 @@ def ids(lm) -> torch.Tensor:
     return lm.tokenizer(PROMPT, return_tensors="pt").input_ids
 
 
+def test_the_converted_model_knows_a_fact(lm):
+    """A conversion that garbles weights (a norm offset, a transposed projection) still runs; it does not
+    still know where the Eiffel Tower is."""
+    x = lm.tokenizer("The Eiffel Tower is located in the city of", return_tensors="pt").input_ids
+    with torch.no_grad():
+        top = lm.model(input_ids=x).logits[0, -1].topk(3).indices
+    assert " Paris" in [lm.tokenizer.decode(int(i)) for i in top]
+
+
 def test_shape_and_hook_points(lm):
     """The MLP fed the hooked input returns the hooked output; the pre-MLP norm of ``resid.mid`` is ``mlp.in``;
     the block's output is ``resid.mid`` plus the MLP output (through Gemma's post-MLP norm); the final norm and
