@@ -1,6 +1,7 @@
 """`transcoders tune` on the tiny model: it finds a planted target between two rungs of the L0 ladder."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -8,7 +9,7 @@ from transcoders.cli import main
 from transcoders.errors import TranscodersError
 from transcoders.sweeps import SweepGrid, run_sweep
 from transcoders.sweeps.tune import TuneTarget, run_tune
-from transcoders.training import TrainConfig
+from transcoders.training import TrainConfig, read_train_config
 
 LADDER = [1, 2, 4, 8, 16]
 
@@ -57,6 +58,13 @@ def test_tune_finds_a_planted_fvu_target(tiny_model_dir, tiny_corpus, tmp_path):
     weights = {p: p.stat().st_mtime_ns for p in (tmp_path / "tune").rglob("weights.safetensors")}
     assert run_tune(base, t, progress=False)["chosen"] == rec["chosen"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "tune").rglob("weights.safetensors")} == weights
+    # another target in the same folder reuses the proxy runs it shares and replaces the final run
+    other = run_tune(base, replace(t, target_fvu=(fvu[4] + fvu[8]) / 2), progress=False)
+    assert 4 < other["chosen"]["l0"] <= 8
+    assert read_train_config(tmp_path / "tune" / "final").k == other["chosen"]["l0"]
+    for path, mtime in weights.items():
+        if "proxy" in str(path):
+            assert path.stat().st_mtime_ns == mtime
 
 
 def test_tune_cli_and_its_errors(tiny_model_dir, tiny_corpus, tmp_path, capsys):

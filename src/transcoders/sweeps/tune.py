@@ -31,7 +31,7 @@ from ..evaluation import EvalConfig, evaluate
 from ..flags import opt
 from ..models import LoadedModel, load_model
 from ..paths import atomic_write_json
-from ..training import TrainConfig, train
+from ..training import TRAIN_CONFIG_FILE, TrainConfig, read_train_config, train
 from .report import save_png
 from .sweep import SweepGrid, run_sweep
 
@@ -169,8 +169,9 @@ def run_tune(base: TrainConfig, t: TuneTarget, *, progress: bool = True, lm: Loa
 def _train_final(base: TrainConfig, width: int, l0: int, out: Path, lm: LoadedModel, progress: bool,
                  uses_k: bool) -> Path:
     cfg = replace(base, width=width, out=str(out), **({"k": l0} if uses_k else {"target_l0": float(l0)}))
-    if not R.finished_runs(out):
-        resume = R.in_training(out)
+    same = (out / TRAIN_CONFIG_FILE).is_file() and read_train_config(out) == cfg
+    if not (same and R.finished_runs(out)):  # a final run made for another choice (or other flags) is replaced
+        resume = same and R.in_training(out)
         train(cfg, resume=resume, overwrite=not resume, progress=progress, lm=lm)
     (run,) = R.finished_runs(out)
     return run
