@@ -26,9 +26,10 @@ def set_dir(tmp_path_factory, tiny_model_dir):
 def test_circuit_paths_and_graph(set_dir, tmp_path, capsys):
     out = tmp_path / "g.json"
     assert main(["circuit", "--set", str(set_dir), "--prompt", "the king sees a ship", "--depth", "2",
-                 "--branches", "4", "--out", str(out), "--quiet"]) == 0
+                 "--branches", "4", "--target", "logit:#5-#7", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "strongest paths" in text and "wrote" in text
+    assert "next-token probabilities at position 8: '" in text  # the target's tokens, how likely the model finds them
     doc = json.loads(out.read_text())
     assert doc["metadata"]["info"]["mode"] == "paths" and doc["nodes"] and doc["links"]
     assert main(["circuit", "--set", str(set_dir), "--prompt", "the king sees a ship", "--mode", "graph",
@@ -43,6 +44,7 @@ def test_circuit_paths_and_graph(set_dir, tmp_path, capsys):
     (["--target", "7:1"], "no layer 7"),
     (["--target", "0:9999"], "does not exist"),
     (["--target", "logit:zzzzzzzzzzzz"], "not one"),
+    (["--target", "logit:#5-"], "the token after it is missing"),
     (["--target", "what"], "cannot read target"),
     (["--prompt", "  "], "--prompt is empty"),
 ])  # fmt: skip

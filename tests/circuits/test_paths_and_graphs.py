@@ -19,7 +19,7 @@ from transcoders.circuits.graph_json import (
     write_json,
 )
 from transcoders.circuits.paths import Component, find_paths, merge_paths, path_value_check
-from transcoders.circuits.targets import feature_target, logit_target, parse_target
+from transcoders.circuits.targets import feature_target, logit_target, parse_target, token_probabilities
 from transcoders.errors import CircuitError
 
 
@@ -176,3 +176,17 @@ def test_targets(fp):
     for bad in ("99:1", "0:100000", "logit:#99999", "nonsense", "0:1@50", "logit:#5,#6-#6"):
         with pytest.raises(CircuitError):
             parse_target(fp, bad)
+    with pytest.raises(CircuitError, match=r"ends with '-': the token after it is missing \(e\.g\. logit:#5-2\)"):
+        parse_target(fp, "logit:#5-")
+
+
+def test_a_logit_target_says_how_likely_its_tokens_are(fp):
+    probs = fp.rep.adapter.probabilities(fp.logits())
+    order = probs.argsort(descending=True)
+    top, rare = int(order[0]), int(order[-1])
+    line = token_probabilities(fp, parse_target(fp, f"logit:#{top}-#{rare}"))
+    assert f"p={float(probs[top]):.3g} (rank 1)" in line and f"(rank {len(probs):,})" in line
+    assert "hardly predicts" not in line  # the top token is likely enough (a 200-token vocabulary)
+    line = token_probabilities(fp, parse_target(fp, f"logit:#{rare}"))
+    assert f"p={float(probs[rare]):.3g}" in line and "hardly predicts these here" in line
+    assert token_probabilities(fp, parse_target(fp, "0:1@-1")) == ""

@@ -30,7 +30,7 @@ from .interventions import Edit, Measure, intervene, parse_edit, random_ablation
 from .paths import find_paths, format_paths, merge_paths, strongest_nodes
 from .replacement import FrozenPrompt, Replacement
 from .specs import feature_label, parse_feature
-from .targets import Target, logit_target, parse_target
+from .targets import Target, logit_target, parse_target, token_probabilities
 from .transcoder_set import TranscoderSet
 
 
@@ -89,6 +89,8 @@ def run_circuit(cfg: CircuitConfig, rep: Replacement | None = None, progress: bo
     target = parse_target(fp, cfg.target, demean=not cfg.raw_logits) if cfg.target else None
     slug = f"{slugify(cfg.prompt)}-{cfg.mode}"
     lines = [f"prompt: {len(fp.ids)} tokens  " + " | ".join(_tokens(rep, fp))]
+    if target is not None and target.kind == "logit":
+        lines.append(token_probabilities(fp, target))
     if cfg.mode == "paths":
         doc = _paths(fp, target or default_target(fp, demean=not cfg.raw_logits), cfg, slug, t_trace, lines)
     else:

@@ -136,6 +136,28 @@ def _group(fp: FrozenPrompt, text: str) -> list[int]:
         return [token_id(fp, t) for t in text.split(",")]
 
 
+UNLIKELY = 0.01  # below this next-token probability, a logit target's tokens are called unlikely
+
+
+def token_probabilities(fp: FrozenPrompt, target: Target) -> str:
+    """For a logit target, one line: each of its tokens with the model's next-token probability and rank at the
+    target's position, and a warning when all of them are unlikely there (the circuit would explain logits the
+    model hardly uses). Empty for other targets."""
+    if target.kind != "logit":
+        return ""
+    probs = fp.rep.adapter.probabilities(fp.logits(target.pos).float())
+    shown = []
+    for t in target.tokens:
+        rank = int((probs > probs[t]).sum()) + 1
+        shown.append(f"{_show(fp, t)} p={float(probs[t]):.3g} (rank {rank:,})")
+    line = f"next-token probabilities at position {target.pos}: " + ", ".join(shown)
+    if all(float(probs[t]) < UNLIKELY for t in target.tokens):
+        top = int(probs.argmax())
+        line += (f"; all below {UNLIKELY:g}: the model hardly predicts these here (its top token is {_show(fp, top)},"
+                 f" p={float(probs[top]):.3g})")
+    return line
+
+
 def _show(fp: FrozenPrompt, tid: int) -> str:
     tok = fp.rep.lm.tokenizer
     return repr(tok.decode([tid])) if tok is not None else f"#{tid}"
@@ -175,6 +197,9 @@ def parse_target(fp: FrozenPrompt, spec: str, demean: bool = True) -> Target:
             pos = _pos(fp, p)
         if not body:
             raise CircuitError("logit: needs a token, e.g. logit:3, logit:3-2 or logit:4,5,6-0,1,2")
+        if body.endswith("-") and len(body) > 1:  # a half-typed difference, not the token "4-"
+            raise CircuitError(f"logit:{body} ends with '-': the token after it is missing (e.g. logit:{body}2); "
+                               "to name a token that ends with '-', give its id as #ID")
         try:
             return logit_target(fp, _group(fp, body), pos=pos, demean=demean)
         except CircuitError as single_err:
