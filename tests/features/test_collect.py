@@ -147,6 +147,12 @@ def test_cli_fills_a_store_and_refuses_bad_input(trained, tiny_corpus, capsys, t
     assert main(["features", str(runs[1]), "--tokens", str(CTX * 6), "--corpus", tiny_corpus, "--fresh", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "features.sqlite" in out and "192 tokens" in out
+    # without --quiet, every phase says what it is doing before the first forward (nothing silent for a minute)
+    assert main(["features", str(runs[1]), "--tokens", str(CTX * 6), "--corpus", tiny_corpus, "--fresh",
+                 "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    said = [err.index(s) for s in ("loading ", "opening its store", "held-out tokens of the", "features ")]
+    assert said == sorted(said)
     assert main(["features", str(tmp_path / "nowhere"), "--quiet"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "nowhere" in err[0]

@@ -12,6 +12,7 @@ State lives in the store itself; every chunk of contexts is one transaction (see
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -156,20 +157,30 @@ class FeaturesConfig:
     samples: int = opt(40, "contexts sampled per feature across its activation range")
     commit_every: float = opt(30.0, "seconds between writes to the store (each write is atomic)")
     fresh: bool = opt(False, "start the stores again instead of continuing them")
+    threads: int = opt(0, "CPU threads for torch (0: torch's default)")
 
 
 def collect(runs: Sequence[str | Path], cfg: FeaturesConfig, *, lm: LoadedModel | None = None,
             progress: bool = True) -> dict[Path, dict]:
     """Fill ``features.sqlite`` in each run folder; returns each store's meta."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     opened = open_runs(runs, what="collect")
     # the forward stops at the highest layer read: only the blocks up to it are built (the unembedding stays)
-    lm = lm or load_model(opened.model, n_layers=max(opened.layers) + 1)
+    if lm is None:
+        _say(progress, f"loading {opened.model} (blocks 0-{max(opened.layers)})...")
+        lm = load_model(opened.model, n_layers=max(opened.layers) + 1)
     dicts = opened.load(expect_model=lm.name)
     ctx_len = opened.ctx_len or 128
     n_ctx = max(1, cfg.tokens // ctx_len)
     settings = {"format": S.FORMAT, "corpus": cfg.corpus, "text_column": cfg.text_column, "ctx_len": ctx_len,
                 "top": cfg.top, "samples": cfg.samples, "model": lm.name}
-    stores = [_RunStore.open(r, d, cfg, settings, n_ctx, lm) for r, d in zip(opened.dirs, dicts)]
+    stores = []
+    for r, d in zip(opened.dirs, dicts):
+        _say(progress, f"{r}: opening its store (a new one starts with each feature's logit effects and "
+                       "de-embeddings)...")
+        stores.append(_RunStore.open(r, d, cfg, settings, n_ctx, lm))
+    _say(progress, f"reading {n_ctx * ctx_len:,} held-out tokens of the {cfg.corpus} corpus...")
     contexts = load_split(cfg.corpus, lm.tokenizer, "eval", ctx_len=ctx_len, max_tokens=n_ctx * ctx_len,
                           text_column=cfg.text_column)
     t0 = time.perf_counter()
@@ -288,3 +299,8 @@ def _write(con, acc: Accumulator, new_contexts: list[tuple], contexts_done: int,
         con.execute("DELETE FROM contexts WHERE id NOT IN (SELECT DISTINCT context FROM examples)")
         S.set_meta(con, contexts_done=contexts_done, tokens_done=contexts_done * ctx_len, complete=complete,
                    updated=time.time())
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
