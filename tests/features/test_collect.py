@@ -151,7 +151,7 @@ def test_cli_fills_a_store_and_refuses_bad_input(trained, tiny_corpus, capsys, t
     assert main(["features", str(runs[1]), "--tokens", str(CTX * 6), "--corpus", tiny_corpus, "--fresh",
                  "--threads", "1"]) == 0
     err = capsys.readouterr().err
-    said = [err.index(s) for s in ("loading ", "opening its store", "held-out tokens of the", "features ")]
+    said = [err.index(s) for s in ("loading ", "opening its store", "held-out tokens of the", "features:")]
     assert said == sorted(said)
     assert main(["features", str(tmp_path / "nowhere"), "--quiet"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
