@@ -23,6 +23,11 @@ def runs_root(tiny_model_dir, tiny_corpus, tiny_texts, tmp_path_factory):
     runs = train(cfg, progress=False)
     lm = load_model(tiny_model_dir)
     collect(runs, FeaturesConfig(tokens=32 * 16, corpus=tiny_corpus, top=4, samples=6), lm=lm, progress=False)
+    # a wide, very sparse run read on few tokens: most of its features never fire there (dead-feature pages)
+    wide = train(TrainConfig(model=tiny_model_dir, corpus=tiny_corpus, layers="1", out=str(root / "wide"), width=256,
+                             k=1, tokens=2048, batch_size=256, ctx_len=32, chunk_tokens=2048, forward_batch=16,
+                             dead_tokens=10**9), progress=False)
+    collect(wide, FeaturesConfig(tokens=32 * 2, corpus=tiny_corpus, top=2, samples=2), lm=lm, progress=False)
     from transcoders.cli import main
 
     assert main(["circuit", "--set", str(root / "set"), "--prompt", "the king sees a ship", "--mode", "graph",

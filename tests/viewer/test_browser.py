@@ -65,6 +65,30 @@ def test_feature_page_shows_highlighted_examples(page, runs_root):
     page.wait_for_selector("h1:has-text('feature #')")
 
 
+def test_small_defects_of_the_feature_pages(page, runs_root):
+    """Go-to refuses what is not a feature (no NaN page, no silent wrap); a dead feature's density reads as such;
+    the runs page has no stray "null"."""
+    page.goto(f"{page.origin}/#/feature/set%2Flayer_01/2")
+    page.wait_for_selector("#goto")
+    for typed in ("abc", "99999"):
+        page.fill("#goto", typed)
+        page.press("#goto", "Enter")
+        page.wait_for_selector(f"#goto-error:has-text('no feature \"{typed}\"')")
+        assert page.url.endswith("/2")
+    page.fill("#goto", "5")
+    page.press("#goto", "Enter")
+    page.wait_for_url(re.compile(r".*/5$"))
+    con = sqlite3.connect(store_path(runs_root / "wide"))
+    dead = con.execute("SELECT id FROM features WHERE fires = 0").fetchone()[0]
+    page.goto(f"{page.origin}/#/feature/wide/{dead}")
+    page.wait_for_selector("h1:has-text('feature #')")
+    body = page.inner_text("#app")
+    assert "0.0e+0" not in body and "never fired" in body
+    page.goto(f"{page.origin}/#/")
+    page.wait_for_selector("table")
+    assert "null" not in page.inner_text("#app")
+
+
 def test_labels_persist_across_a_reload(page, runs_root):
     page.goto(f"{page.origin}/#/feature/set%2Flayer_02/4")
     page.wait_for_selector("#label")

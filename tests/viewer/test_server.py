@@ -67,6 +67,16 @@ def test_runs_and_feature_pages_match_the_stores(server, runs_root):
         "SELECT COUNT(*) FROM examples WHERE feature = ? AND kind = 'sample'", (fid,)).fetchone()[0]
 
 
+def test_random_lands_on_a_feature_that_fired(server, runs_root):
+    con = sqlite3.connect(store_path(runs_root / "wide"))
+    live = {i for (i,) in con.execute("SELECT id FROM features WHERE fires > 0")}
+    dead = con.execute("SELECT COUNT(*) FROM features WHERE fires = 0").fetchone()[0]
+    assert live and dead  # the tiny store has both, so the check has teeth
+    for _ in range(20):
+        status, r = get_json(server, "/api/random?run=wide")
+        assert status == 200 and r["live"] and r["id"] in live
+
+
 def test_labels_persist(server, runs_root):
     status, r = get_json(server, "/api/label", {"run": "set/layer_00", "id": 3, "label": "king tokens", "note": "n"})
     assert status == 200 and r["ok"]

@@ -287,6 +287,15 @@ def set_label(root: Path, body: dict) -> dict:
     return {"ok": True, "id": fid, "label": label.strip(), "note": note.strip()}
 
 
+def random_feature(root: Path, rel: str) -> dict:
+    """A feature drawn at random among those that fired in the run's store (any feature when none did)."""
+    folder = resolve(root, rel)
+    with _store(folder) as con:
+        row = con.execute("SELECT id FROM features WHERE fires > 0 ORDER BY random() LIMIT 1").fetchone()
+        fid = int(row[0]) if row is not None else random.randrange(_width(con))
+    return {"run": rel, "id": fid, "live": row is not None}
+
+
 def search(root: Path, rel: str, q: str, limit: int = 50) -> dict:
     """Features whose label or LLM explanation matches ``q``, or whose strongest token, top logits or de-embedding is
     the token ``q``."""

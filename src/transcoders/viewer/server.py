@@ -152,6 +152,8 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(D.run_detail(root, query.get("run", "")))
             if url.path == "/api/feature":
                 return self._json(D.feature_page(root, query.get("run", ""), query.get("id")))
+            if url.path == "/api/random":
+                return self._json(D.random_feature(root, query.get("run", "")))
             if url.path == "/api/search":
                 return self._json(D.search(root, query.get("run", ""), query.get("q", "")))
             if url.path == "/api/graph":

@@ -31,11 +31,12 @@ async function api(path, body) {
 }
 const q = (o) => new URLSearchParams(o).toString();
 const fmt = (x, d = 3) => (x === null || x === undefined ? "–" : typeof x === "number" ? (Math.abs(x) >= 1000 ? x.toExponential(2) : x.toFixed(d)) : x);
-const pct = (x) => (x < 0.001 ? (100 * x).toExponential(1) : (100 * x).toFixed(3)) + "%";
+const pct = (x) => (x === 0 ? "0% (never fired)" : (x < 0.001 ? (100 * x).toExponential(1) : (100 * x).toFixed(3)) + "%");
 const showTip = (ev, text) => { tip.hidden = false; tip.textContent = text; tip.style.left = ev.clientX + 14 + "px"; tip.style.top = ev.clientY + 10 + "px"; };
 const hideTip = () => { tip.hidden = true; };
 
-function render(...nodes) { app.replaceChildren(...nodes); }
+// null/undefined parts are skipped (replaceChildren would print them as the text "null")
+function render(...nodes) { app.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined)); }
 function fail(err) { render(h("p", { class: "error" }, err.message || String(err))); }
 
 // ---------------------------------------------------------------------------------------------- routes
@@ -124,13 +125,23 @@ function interpCard(it) {
 function featureNav(run, id, width) {
   const go = (i) => { location.hash = `#/feature/${encodeURIComponent(run)}/${((i % width) + width) % width}`; };
   const box = h("input", { type: "text", placeholder: "feature #", size: 8, id: "goto" });
+  const said = h("span", { class: "error", id: "goto-error" });
+  const open = () => {  // a whole number in range, or a message saying what to type (no silent wrap, no NaN page)
+    const t = box.value.trim();
+    if (!/^\d+$/.test(t) || +t >= width) { said.textContent = ` no feature "${t}": give a number from 0 to ${width - 1}`; return; }
+    said.textContent = "";
+    go(+t);
+  };
+  const random = async () => {  // a live feature (one that fired in the store), else any
+    try { go((await api(`/api/random?${q({ run })}`)).id); } catch (e) { go(Math.floor(Math.random() * width)); }
+  };
   const sbox = h("input", { type: "text", placeholder: "search: token or label", size: 22, id: "search" });
   return h("div", { class: "nav row" },
     h("div", {},
       id !== null ? h("button", { onclick: () => go(id - 1), id: "prev" }, "← previous") : null,
       id !== null ? h("button", { onclick: () => go(id + 1), id: "next" }, "next →") : null,
-      h("button", { onclick: () => go(Math.floor(Math.random() * width)), id: "random" }, "random")),
-    h("form", { onsubmit: (e) => { e.preventDefault(); if (box.value !== "") go(+box.value); } }, box, " ", h("button", {}, "open")),
+      h("button", { onclick: random, id: "random" }, "random")),
+    h("form", { onsubmit: (e) => { e.preventDefault(); open(); } }, box, " ", h("button", {}, "open"), said),
     h("form", { onsubmit: (e) => { e.preventDefault(); if (sbox.value.trim()) location.hash = `#/search/${encodeURIComponent(run)}/${encodeURIComponent(sbox.value.trim())}`; } },
       sbox, " ", h("button", {}, "search")));
 }
