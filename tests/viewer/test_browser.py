@@ -84,6 +84,14 @@ def test_small_defects_of_the_feature_pages(page, runs_root):
     page.wait_for_selector("h1:has-text('feature #')")
     body = page.inner_text("#app")
     assert "0.0e+0" not in body and "never fired" in body
+    page.goto(f"{page.origin}/#/feature/set%2Flayer_01/2")  # units on the logit effects, a y-axis on the histogram
+    page.wait_for_selector("#logit-units")
+    assert "per unit of this feature's activation" in page.inner_text("#logit-units")
+    assert int(page.text_content(".chart .y-max").replace(",", "")) >= 1
+    page.fill("#search", "the")
+    page.press("#search", "Enter")
+    page.wait_for_selector("#search-count")
+    assert re.match(r"\d+ features? match", page.inner_text("#search-count"))
     page.goto(f"{page.origin}/#/")
     page.wait_for_selector("table")
     assert "null" not in page.inner_text("#app")

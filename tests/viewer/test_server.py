@@ -77,6 +77,32 @@ def test_random_lands_on_a_feature_that_fired(server, runs_root):
         assert status == 200 and r["live"] and r["id"] in live
 
 
+def test_search_ranks_by_relevance_and_says_how_many_matched(server, runs_root):
+    """A token found as the activating token of many features: each match is explained; a feature labelled with
+    the word ranks first; scores never increase down the list; a cut list says how many matched in all."""
+    from transcoders.viewer import data as D
+
+    con = sqlite3.connect(store_path(runs_root / "set" / "layer_01"))
+    tokens = {}
+    for ctx, pos in con.execute("SELECT context, pos FROM examples WHERE kind = 'top'"):
+        blob = con.execute("SELECT tokens FROM contexts WHERE id = ?", (ctx,)).fetchone()[0]
+        t = int.from_bytes(blob[4 * pos: 4 * pos + 4], "little")
+        tokens[t] = tokens.get(t, 0) + 1
+    text = {t: con.execute("SELECT text FROM vocab WHERE id = ?", (t,)).fetchone()[0].strip() for t in tokens}
+    word = text[max((t for t in tokens if text[t].isalpha() and len(text[t]) > 1), key=tokens.get)]
+    firing = D.search(runs_root, "set/layer_01", word)
+    assert firing["total"] >= 3 and all(any("fires" in w or "it" in w for w in r["why"]) for r in firing["results"])
+    quiet = next(i for i in range(48) if i not in {r["id"] for r in firing["results"]})
+    status, _ = get_json(server, "/api/label", {"run": "set/layer_01", "id": quiet, "label": f"about {word}", "note": ""})
+    assert status == 200
+    _, s = get_json(server, f"/api/search?{urllib.parse.urlencode({'run': 'set/layer_01', 'q': word})}")
+    assert s["results"][0]["id"] == quiet and s["results"][0]["why"][0] == f"label: about {word}"
+    scores = [r["score"] for r in s["results"]]
+    assert scores == sorted(scores, reverse=True) and s["total"] == firing["total"] + 1
+    cut = D.search(runs_root, "set/layer_01", word, limit=2)
+    assert len(cut["results"]) == 2 and cut["total"] == s["total"]
+
+
 def test_labels_persist(server, runs_root):
     status, r = get_json(server, "/api/label", {"run": "set/layer_00", "id": 3, "label": "king tokens", "note": "n"})
     assert status == 200 and r["ok"]

@@ -296,42 +296,63 @@ def random_feature(root: Path, rel: str) -> dict:
     return {"run": rel, "id": fid, "live": row is not None}
 
 
+# how much each kind of match counts towards a search result's rank (words written about a feature, by a person
+# or an LLM, outrank every token match together: 3 + 2 + 2 + 1)
+SEARCH_WEIGHTS = {"label": 10.0, "explained": 8.0, "fires most on it": 3.0, "promotes it": 2.0, "excited by it": 2.0,
+                  "fires on it": 1.0}
+
+
 def search(root: Path, rel: str, q: str, limit: int = 50) -> dict:
-    """Features whose label or LLM explanation matches ``q``, or whose strongest token, top logits or de-embedding is
-    the token ``q``."""
+    """Features whose label or LLM explanation contains ``q``, or that fire on, promote or are excited by the token
+    ``q``, ranked by relevance (``SEARCH_WEIGHTS``, summed: a label match first; among token matches, the share of
+    a feature's top examples whose activating token it is); the first ``limit``, with the total."""
     folder = resolve(root, rel)
     q = (q or "").strip()
     if not q:
         raise BadRequest("empty search: give a token or a word from a label")
-    hits: dict[int, list[str]] = {}
+    hits: dict[int, dict[str, float]] = {}  # feature -> {reason: score}
+
+    def hit(fid: int, why: str, score: float) -> None:
+        reasons = hits.setdefault(int(fid), {})
+        reasons[why] = max(reasons.get(why, 0.0), score)
+
     with _store(folder) as con:
         width = _width(con)
         for fid, label in con.execute("SELECT feature, label FROM labels WHERE label LIKE ? OR note LIKE ?",
                                       (f"%{q}%", f"%{q}%")):
-            hits.setdefault(fid, []).append(f"label: {label}")
+            hit(fid, f"label: {label}", SEARCH_WEIGHTS["label"])
         if _has_table(con, "interp"):
             for fid, expl in con.execute("SELECT feature, explanation FROM interp WHERE explanation LIKE ?", (f"%{q}%",)):
-                hits.setdefault(fid, []).append(f"explained: {expl}")
+                hit(fid, f"explained: {expl}", SEARCH_WEIGHTS["explained"])
         ids = {i for (i,) in con.execute("SELECT id FROM vocab WHERE lower(trim(text)) = lower(?)", (q,))}
         if ids:
-            best: dict[int, tuple[int, int, float]] = {}  # each feature's strongest example
+            blobs: dict[int, np.ndarray] = {}
+            on: dict[int, int] = {}  # top examples whose activating token is q
+            n_top: dict[int, int] = {}
+            strongest: dict[int, tuple[float, bool]] = {}
             for fid, ctx, pos, act in con.execute("SELECT feature, context, pos, act FROM examples WHERE kind = 'top'"):
-                if act > best.get(fid, (None, None, -1))[2]:
-                    best[fid] = (ctx, pos, act)
-            blobs = {}
-            for fid, (ctx, pos, _) in best.items():
                 if ctx not in blobs:
                     blobs[ctx] = np.frombuffer(con.execute("SELECT tokens FROM contexts WHERE id = ?", (ctx,)).fetchone()[0],
                                                dtype=np.int32)
-                if int(blobs[ctx][pos]) in ids:
-                    hits.setdefault(fid, []).append("fires most on it")
+                is_q = int(blobs[ctx][pos]) in ids
+                on[fid] = on.get(fid, 0) + is_q
+                n_top[fid] = n_top.get(fid, 0) + 1
+                if act > strongest.get(fid, (-1.0, False))[0]:
+                    strongest[fid] = (act, is_q)
+            for fid, n in on.items():
+                if strongest[fid][1]:
+                    hit(fid, "fires most on it", SEARCH_WEIGHTS["fires most on it"])
+                if n:
+                    hit(fid, f"fires on it in {n} of its {n_top[fid]} top examples",
+                        SEARCH_WEIGHTS["fires on it"] * n / n_top[fid])
             for fid, tl, td in con.execute("SELECT id, top_logits, top_deembed FROM features"):
                 if tl and any(t in ids for t, _ in json.loads(tl)[:5]):
-                    hits.setdefault(fid, []).append("promotes it")
+                    hit(fid, "promotes it", SEARCH_WEIGHTS["promotes it"])
                 if td and any(t in ids for t, _ in json.loads(td)[:5]):
-                    hits.setdefault(fid, []).append("excited by it")
-    found = [{"id": f, "why": sorted(set(w))} for f, w in sorted(hits.items())][:limit]
-    return {"run": rel, "q": q, "width": width, "results": found}
+                    hit(fid, "excited by it", SEARCH_WEIGHTS["excited by it"])
+    ranked = sorted(hits.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    found = [{"id": f, "score": round(sum(w.values()), 3), "why": sorted(w, key=lambda k: -w[k])} for f, w in ranked]
+    return {"run": rel, "q": q, "width": width, "total": len(found), "results": found[:limit]}
 
 
 def _field(body, name, typ, default=None):

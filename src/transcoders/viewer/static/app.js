@@ -153,9 +153,15 @@ function barChart(hist, xlabel) {
     x: i * bw, y: H - (H * c) / max, width: Math.max(1, bw - 1), height: (H * c) / max, fill: "#748ffc",
     onmousemove: (ev) => showTip(ev, `${xlabel} ${(hist.lo + i * hist.step).toFixed(2)} to ${(hist.lo + (i + 1) * hist.step).toFixed(2)}: ${c}`),
     onmouseleave: hideTip }));
-  return svg("svg", { width: W, height: H + 16, class: "chart" }, bars,
-    svg("text", { x: 0, y: H + 13 }, document.createTextNode(`${xlabel} ${hist.lo.toFixed(1)}`)),
-    svg("text", { x: W - 60, y: H + 13 }, document.createTextNode((hist.lo + n * hist.step).toFixed(1))));
+  const Y = 44;  // room for the y-axis labels (counts)
+  return svg("svg", { width: W + Y, height: H + 16, class: "chart" },
+    svg("g", { transform: `translate(${Y}, 0)` }, bars,
+      svg("line", { x1: 0, y1: 0, x2: 0, y2: H, stroke: "#868e96" }),
+      svg("text", { x: 0, y: H + 13 }, document.createTextNode(`${xlabel} ${hist.lo.toFixed(1)}`)),
+      svg("text", { x: W - 60, y: H + 13 }, document.createTextNode((hist.lo + n * hist.step).toFixed(1)))),
+    svg("text", { x: Y - 4, y: 10, "text-anchor": "end", class: "y-max" }, document.createTextNode(max.toLocaleString())),
+    svg("text", { x: Y - 4, y: H, "text-anchor": "end" }, document.createTextNode("0")),
+    svg("text", { x: Y - 4, y: 26, "text-anchor": "end", class: "muted" }, document.createTextNode("count")));
 }
 
 function example(ex, max, showValue = true) {
@@ -203,15 +209,18 @@ async function featurePage(run, id) {
         h("div", { class: "stats card" }, h("div", {}, `density ${pct(f.density)} (${f.fires.toLocaleString()} of ${f.tokens.toLocaleString()} tokens)`),
           h("div", {}, `mean activation ${fmt(f.mean_act)}, max ${fmt(f.max_act)}`)),
         h("h2", {}, "Activation histogram"), barChart(f.hist, "log10 activation"),
-        h("h2", {}, "Logit effects"), h("div", { class: "row" }, logitTable("promotes", f.top_logits, "pos"), logitTable("suppresses", f.bottom_logits, "neg")),
-        h("h2", {}, "De-embedding"), h("div", { class: "row" }, logitTable("excited by", f.top_deembed, "pos"), logitTable("inhibited by", f.bottom_deembed, "neg")))));
+        h("h2", {}, "Logit effects"), h("p", { class: "muted", id: "logit-units" }, "change in each token's logit (nats) per unit of this feature's activation, through the unembedding only (direct effect)"),
+        h("div", { class: "row" }, logitTable("promotes", f.top_logits, "pos"), logitTable("suppresses", f.bottom_logits, "neg")),
+        h("h2", {}, "De-embedding"), h("p", { class: "muted" }, "this feature's pre-activation per token embedding read directly (no attention, no earlier MLPs)"),
+        h("div", { class: "row" }, logitTable("excited by", f.top_deembed, "pos"), logitTable("inhibited by", f.bottom_deembed, "neg")))));
 }
 
 async function searchPage(run, text) {
   const r = await api(`/api/search?${q({ run, q: text })}`);
+  const shown = r.total > r.results.length ? `${r.total} features match; the ${r.results.length} most relevant:` : `${r.total} feature${r.total === 1 ? "" : "s"} match, most relevant first:`;
   render(h("h1", {}, `Search “${text}” in ${run}`), featureNav(run, null, r.width),
-    r.results.length ? h("ul", {}, r.results.map((x) => h("li", {}, h("a", { href: `#/feature/${encodeURIComponent(run)}/${x.id}` }, `#${x.id}`), " ", h("span", { class: "muted" }, x.why.join("; ")))))
-      : h("p", {}, "No feature has that label or explanation, fires most on that token, or promotes it."));
+    r.results.length ? [h("p", { id: "search-count" }, shown), h("ol", { id: "search-results" }, r.results.map((x) => h("li", {}, h("a", { href: `#/feature/${encodeURIComponent(run)}/${x.id}` }, `#${x.id}`), " ", h("span", { class: "muted" }, x.why.join("; ")))))]
+      : h("p", { id: "search-count" }, "0 features match: none has that word in its label or explanation, fires on that token, promotes it or is excited by it."));
 }
 
 async function conceptsPage(run) {
