@@ -36,8 +36,13 @@ def test_circuit_paths_and_graph(set_dir, tmp_path, capsys):
                  "--target", "2:5@-1", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "replacement score" in text
-    written = list((set_dir / "graphs").glob("*-graph.json"))
-    assert written and json.loads(written[0].read_text())["metadata"]["info"]["targets"][0].startswith("tc2[5]")
+    written = list((set_dir / "graphs").glob("*-graph-*.json"))
+    assert len(written) == 1 and json.loads(written[0].read_text())["metadata"]["info"]["targets"][0].startswith("tc2[5]")
+    # another target on the same prompt is another file; the same command again rewrites its own
+    for target in ("2:6@-1", "2:5@-1"):
+        assert main(["circuit", "--set", str(set_dir), "--prompt", "the king sees a ship", "--mode", "graph",
+                     "--target", target, "--quiet"]) == 0
+    assert len(list((set_dir / "graphs").glob("*-graph-*.json"))) == 2
 
 
 @pytest.mark.parametrize("args, message", [

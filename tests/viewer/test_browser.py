@@ -174,7 +174,7 @@ def trace_from_prompt_box(page, prompt: str, url: str, target: str = "", set_nam
 
 def test_a_prompt_typed_in_the_viewer_is_traced_and_drawn(page):
     page.goto(f"{page.origin}/#/graphs")
-    trace_from_prompt_box(page, "a cat and a dog", r".*a-cat-and-a-dog-paths\.json$", target="logit:#7")
+    trace_from_prompt_box(page, "a cat and a dog", r".*a-cat-and-a-dog-paths-logit-7-[0-9a-f]{8}\.json$", target="logit:#7")
 
 
 def test_a_partial_set_is_offered_by_the_circuit_picker_and_traces(page):
@@ -182,7 +182,7 @@ def test_a_partial_set_is_offered_by_the_circuit_picker_and_traces(page):
     page.goto(f"{page.origin}/#/graphs")
     page.wait_for_selector("#c-set")
     assert sorted(page.locator("#c-set option").all_inner_texts()) == ["partial", "set"]
-    trace_from_prompt_box(page, "a king and a ship", r".*partial%2Fgraphs%2Fa-king-and-a-ship-paths\.json$",
+    trace_from_prompt_box(page, "a king and a ship", r".*partial%2Fgraphs%2Fa-king-and-a-ship-paths-top-[0-9a-f]{8}\.json$",
                           set_name="partial")
 
 

@@ -4,6 +4,7 @@ every refusal: path traversal, a public bind without a token, missing tokens, ma
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 import urllib.error
@@ -231,12 +232,21 @@ def test_cli_refuses_a_public_host_without_token(capsys, runs_root):
 def test_a_circuit_computed_from_the_viewer_opens_as_a_graph(server, runs_root):
     status, r = get_json(server, "/api/graph/compute", {"set": "set", "prompt": "the king sees a dog", "target": "logit:#5"})
     assert status == 200, r
-    assert r["path"] == "set/graphs/the-king-sees-a-dog-paths.json" and (runs_root / r["path"]).is_file()
+    assert re.fullmatch(r"set/graphs/the-king-sees-a-dog-paths-logit-5-[0-9a-f]{8}\.json", r["path"])
+    assert (runs_root / r["path"]).is_file()
     assert "strongest paths" in r["report"]
     status, g = get_json(server, f"/api/graph?path={r['path']}")
     assert status == 200 and "the king sees a dog" in g["metadata"]["prompt"] and g["metadata"]["info"]["mode"] == "paths"
     _, d = get_json(server, "/api/runs")
     assert "set" in d["sets"] and r["path"] in [x["path"] for x in d["graphs"]]
+    # another target on the same prompt is another graph: both are kept, and the list tells them apart
+    status, r2 = get_json(server, "/api/graph/compute", {"set": "set", "prompt": "the king sees a dog", "target": "logit:#6"})
+    assert status == 200 and r2["path"] != r["path"] and (runs_root / r["path"]).is_file()
+    _, d = get_json(server, "/api/runs")
+    listed = {g["path"]: g for g in d["graphs"]}
+    assert listed[r2["path"]]["targets"] != listed[r["path"]]["targets"]
+    assert listed[r["path"]]["mode"] == "paths" and listed[r["path"]]["settings"]["depth"] == 3
+    assert listed[r["path"]]["prompt"].endswith("the king sees a dog") and listed[r["path"]]["date"]
     status, err = get_json(server, "/api/graph/compute", {"set": "set", "prompt": "the king", "target": "logit:nonsense words"})
     assert status == 400 and "token" in err["error"]
     status, err = get_json(server, "/api/graph/compute", {"set": "../..", "prompt": "x"})
@@ -251,7 +261,8 @@ def test_a_partial_set_is_a_set_and_its_graphs_link_to_its_layers(server, runs_r
     assert {"partial/layer_03", "partial/layer_04"} <= {r["path"] for r in d["runs"]}
     assert main(["circuit", "--set", str(runs_root / "partial"), "--prompt", "the king sees", "--mode", "graph",
                  "--node-threshold", "1", "--edge-threshold", "1", "--quiet"]) == 0
-    status, g = get_json(server, "/api/graph?path=partial/graphs/the-king-sees-graph.json")
+    (made,) = (runs_root / "partial" / "graphs").glob("the-king-sees-graph-top-*.json")
+    status, g = get_json(server, f"/api/graph?path=partial/graphs/{made.name}")
     assert status == 200, g
     feats = [n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder"]
     assert feats and {int(n["layer"]) for n in feats} <= {3, 4}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -50,6 +52,19 @@ def slugify(text: str, n: int = 40) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:n].lower() or "graph"
 
 
+# settings that do not change a graph's content (where it goes, how it is computed or printed)
+_NAME_IGNORES = frozenset({"set", "out", "top", "device", "batch_size"})
+
+
+def graph_name(cfg: CircuitConfig) -> str:
+    """A graph's default file name: the prompt's start, the mode and the target, then a digest of the whole prompt
+    and every setting that changes the graph. Another target or setting never replaces an earlier graph; the same
+    command run again rewrites its own."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _NAME_IGNORES}
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{slugify(cfg.prompt)}-{cfg.mode}-{slugify(cfg.target, 24) if cfg.target else 'top'}-{digest}"
+
+
 @dataclass
 class CircuitConfig:
     set: str = opt("", "transcoder set folder (from `transcoders train --layers all`), or one run folder", required=True)
@@ -73,7 +88,7 @@ class CircuitConfig:
                          "write is counted with the biases)")
     raw_logits: bool = opt(False, "attribute a token's logit as it is (by default, as in circuit-tracer, minus the "
                            "vocabulary's mean logit; differences are the same either way)")
-    out: str = opt("", "graph JSON to write (default: SET/graphs/<prompt>-<mode>.json)")
+    out: str = opt("", "graph JSON to write (default: SET/graphs/<prompt>-<mode>-<target>-<digest of the settings>.json)")
     top: int = opt(20, "lines of paths / nodes to print")
     model: str = opt("", "model to load instead of the one the set was trained on")
     device: str = opt("cpu", "torch device")
@@ -95,7 +110,7 @@ def run_circuit(cfg: CircuitConfig, rep: Replacement | None = None, progress: bo
         doc = _paths(fp, target or default_target(fp, demean=not cfg.raw_logits), cfg, slug, t_trace, lines)
     else:
         doc = _graph(fp, target, cfg, slug, t_trace, lines, progress)
-    out = Path(cfg.out) if cfg.out else graph_path(cfg.set, slug)
+    out = Path(cfg.out) if cfg.out else graph_path(cfg.set, graph_name(cfg))
     write_json(doc, out)
     lines.append(f"\nwrote {out} ({len(doc['nodes'])} nodes, {len(doc['links'])} links)")
     return "\n".join(lines), out, doc
@@ -132,7 +147,7 @@ def _graph(fp: FrozenPrompt, target: Target | None, cfg: CircuitConfig, slug: st
     pruned = prune(g, cfg.node_threshold, cfg.edge_threshold)
     replacement, completeness = scores(g)
     doc = attribution_graph_json(g, slug, pruned, (replacement, completeness))
-    doc["metadata"]["info"].update(_semantics(cfg))
+    doc["metadata"]["info"].update(_semantics(cfg), max_feature_nodes=cfg.max_feature_nodes)
     lines.append(f"outputs: {', '.join(f'{t.label} (p={float(w):.3f})' for t, w in zip(g.outputs, g.output_weights))}")
     lines.append(f"active features {g.n_active}, rows computed {g.n_features}; kept after pruning: "
                  f"{int(pruned.node_mask.sum())} nodes, {int(pruned.edge_mask.sum())} edges  (trace {t_trace:.2f}s, "

@@ -294,8 +294,12 @@ function showTally(it) {
 }
 
 // ---------------------------------------------------------------------------------------------- circuits
-function graphList(graphs) {
-  return h("ul", {}, graphs.map((g) => h("li", {}, h("a", { href: `#/graph/${encodeURIComponent(g.path)}` }, g.name), h("span", { class: "muted" }, `  ${g.set}`))));
+function graphList(graphs) {  // newest first, with what tells two graphs of one prompt apart
+  return h("table", { id: "graph-list" }, h("tr", {}, ["graph", "set", "mode", "target", "settings", "made"].map((t) => h("th", {}, t))),
+    graphs.map((g) => h("tr", {},
+      h("td", {}, h("a", { href: `#/graph/${encodeURIComponent(g.path)}`, title: g.name }, g.prompt ? `“${g.prompt.length > 50 ? g.prompt.slice(0, 50) + "…" : g.prompt}”` : g.name)),
+      h("td", { class: "muted" }, g.set), h("td", {}, g.mode), h("td", {}, (g.targets || []).slice(0, 3).join(", ") + ((g.targets || []).length > 3 ? ", …" : "")),
+      h("td", { class: "muted" }, Object.entries(g.settings || {}).map(([k, v]) => `${k} ${v}`).join(", ")), h("td", { class: "muted" }, g.date))));
 }
 async function graphsPage() {
   const d = await api("/api/runs");
