@@ -17,6 +17,7 @@ from transcoders.cli import main
 from transcoders.features import store_path
 from transcoders.interp import InterpConfig, LocalLLM, run_interp
 from transcoders.viewer import ViewerError, make_server, serve_in_thread
+from transcoders.viewer import data as D
 
 
 def call(srv, path, body=None, headers=None, raw=None):
@@ -81,8 +82,6 @@ def test_random_lands_on_a_feature_that_fired(server, runs_root):
 def test_search_ranks_by_relevance_and_says_how_many_matched(server, runs_root):
     """A token found as the activating token of many features: each match is explained; a feature labelled with
     the word ranks first; scores never increase down the list; a cut list says how many matched in all."""
-    from transcoders.viewer import data as D
-
     con = sqlite3.connect(store_path(runs_root / "set" / "layer_01"))
     tokens = {}
     for ctx, pos in con.execute("SELECT context, pos FROM examples WHERE kind = 'top'"):
@@ -124,6 +123,8 @@ def test_blind_rating_hides_the_run_and_tallies(server):
         assert not item["done"] and item["index"] == i
         blob = json.dumps(item)
         assert "layer_0" not in blob and '"act"' not in blob  # which run, and the activation values, stay hidden
+        shown = [(e["context"], e["pos"]) for e in item["examples"]]
+        assert len(shown) == len(set(shown)) > 4  # the top 4 (this store keeps 4), then others lower down, none twice
         _, item = get_json(server, "/api/rating/answer", {"session": s["session"], "index": i, "interpretable": v,
                                                           "single_token": i % 2 == 0})
     assert item["done"]
@@ -131,6 +132,11 @@ def test_blind_rating_hides_the_run_and_tallies(server):
     assert [t["run"] for t in tally] == ["set/layer_00", "set/layer_02"]
     assert sum(t["yes"] for t in tally) == 3 and sum(t["no"] for t in tally) == 2 and sum(t["maybe"] for t in tally) == 1
     assert all(t["rated"] == 3 for t in tally) and sum(t["single_token"] for t in tally) == 3
+    for t in tally:  # shares with Wilson 95% intervals (2 of 3: 0.667 [0.208, 0.939])
+        assert t["yes_share"][0] == pytest.approx(t["yes"] / 3)
+        assert t["yes_or_maybe_share"][0] == pytest.approx((t["yes"] + t["maybe"]) / 3)
+    assert D.wilson(2, 3) == pytest.approx([2 / 3, 0.2077, 0.9385], abs=1e-4)
+    assert D.wilson(0, 5)[1] == 0 and D.wilson(5, 5)[2] == 1
     status, err = get_json(server, "/api/rating/answer", {"session": s["session"], "index": 6, "interpretable": "yes"})
     assert status == 409 and "error" in err
     # earlier sessions are listed, newest first; an unfinished one shows its progress but no tally

@@ -415,8 +415,18 @@ def rating_item(root: Path, sid: str) -> dict:
     with _store(folder) as con:
         width = _width(con)
         examples = _examples(con, it["feature"], "top", width, 16, 4, show_values=False)[:8]
-        examples += _examples(con, it["feature"], "sample", width, 16, 4, show_values=False)[:4]
+        examples += _spread(_examples(con, it["feature"], "sample", width, 16, 4, show_values=False),
+                            4, {(e["context"], e["pos"]) for e in examples})
     return {"session": sid, "done": False, "index": i, "total": len(doc["items"]), "examples": examples}
+
+
+def _spread(examples: list[dict], n: int, shown: set[tuple[int, int]]) -> list[dict]:
+    """Up to ``n`` of ``examples`` (strongest first) evenly spread over their range, leaving out any already
+    ``shown`` (a sampled example can be one of the top ones): the lower quantiles, not the sample's strongest."""
+    fresh = [e for e in examples if (e["context"], e["pos"]) not in shown]
+    if len(fresh) <= n:
+        return fresh
+    return [fresh[round(i * (len(fresh) - 1) / (n - 1))] for i in range(n)] if n > 1 else fresh[:1]
 
 
 def rating_answer(root: Path, sid: str, body: dict) -> dict:
@@ -452,7 +462,9 @@ def rating_tally(doc: dict) -> list[dict]:
     for r, rel in enumerate(doc["runs"]):
         ans = [doc["answers"][str(i)] for i, it in enumerate(doc["items"]) if it["run"] == r and str(i) in doc["answers"]]
         counts = {v: sum(a["interpretable"] == v for a in ans) for v in ("yes", "maybe", "no")}
-        out.append({"run": rel, "rated": len(ans), **counts,
+        shares = {"yes_share": wilson(counts["yes"], len(ans)),
+                  "yes_or_maybe_share": wilson(counts["yes"] + counts["maybe"], len(ans))}
+        out.append({"run": rel, "rated": len(ans), **counts, **shares,
                     "single_token": sum(a["single_token"] for a in ans),
                     "features": [it["feature"] for it in doc["items"] if it["run"] == r]})
     return out
@@ -560,3 +572,13 @@ def compute_concepts(root: Path, body: dict) -> dict:
     except TranscodersError as e:
         raise BadRequest(str(e)) from None
     return {"run": rel_of(root, folder), "positive": len(pos), "negative": len(neg), "features": [c.to_dict() for c in rows]}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """``[share, low, high]``: k of n with its Wilson 95% interval (sensible at small n and at 0 or n)."""
+    if n == 0:
+        return [None, None, None]  # type: ignore[list-item]
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [p, max(0.0, centre - half), min(1.0, centre + half)]

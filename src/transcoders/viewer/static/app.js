@@ -285,11 +285,14 @@ async function ratePage(sid) {
       h("button", { onclick: answer("yes"), id: "ans-yes" }, "yes"), h("button", { onclick: answer("maybe"), id: "ans-maybe" }, "maybe"),
       h("button", { onclick: answer("no"), id: "ans-no" }, "no")));
 }
+const share = (v) => (v && v[0] === v[0] ? `${(100 * v[0]).toFixed(0)}% [${(100 * v[1]).toFixed(0)}, ${(100 * v[2]).toFixed(0)}]` : "–");
 function showTally(it) {
   render(h("h1", {}, "Blind rating: results"),
-    h("table", { id: "tally" }, h("tr", {}, ["run", "rated", "yes", "maybe", "no", "single-token"].map((t) => h("th", {}, t))),
+    h("table", { id: "tally" }, h("tr", {}, ["run", "rated", "yes", "maybe", "no", "single-token", "share yes (95% interval)", "yes or maybe"].map((t) => h("th", {}, t))),
       it.tally.map((t) => h("tr", {}, h("td", {}, t.run), h("td", { class: "num" }, t.rated), h("td", { class: "num" }, t.yes),
-        h("td", { class: "num" }, t.maybe), h("td", { class: "num" }, t.no), h("td", { class: "num" }, t.single_token)))),
+        h("td", { class: "num" }, t.maybe), h("td", { class: "num" }, t.no), h("td", { class: "num" }, t.single_token),
+        h("td", { class: "num" }, share(t.yes_share)), h("td", { class: "num" }, share(t.yes_or_maybe_share))))),
+    h("p", { class: "muted" }, "Intervals are Wilson 95% intervals for the share of rated features; two runs differ clearly only where their intervals do not overlap."),
     h("p", {}, h("a", { href: "#/rate" }, "start another")));
 }
 
