@@ -95,6 +95,12 @@ def test_small_defects_of_the_feature_pages(page, runs_root):
     page.goto(f"{page.origin}/#/")
     page.wait_for_selector("table")
     assert "null" not in page.inner_text("#app")
+    # a feature of a run without dashboards' data: the error says what to run, and leads back
+    page.goto(f"{page.origin}/#/feature/sweep%2Ftranscoder-topk-k2-w32/0")
+    page.wait_for_selector("#error")
+    assert "transcoders features" in page.inner_text("#error")
+    page.click("#back")
+    page.wait_for_selector("h1:has-text('Runs')")
 
 
 def test_labels_persist_across_a_reload(page, runs_root):

@@ -37,7 +37,10 @@ const hideTip = () => { tip.hidden = true; };
 
 // null/undefined parts are skipped (replaceChildren would print them as the text "null")
 function render(...nodes) { app.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined)); }
-function fail(err) { render(h("p", { class: "error" }, err.message || String(err))); }
+function fail(err) {  // the message, and a way back
+  render(h("p", { class: "error", id: "error" }, err.message || String(err)),
+    h("p", {}, h("a", { href: "#", id: "back", onclick: (e) => { e.preventDefault(); history.back(); } }, "← back"), "  ·  ", h("a", { href: "#/" }, "all runs")));
+}
 
 // ---------------------------------------------------------------------------------------------- routes
 const routes = [
