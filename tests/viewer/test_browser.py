@@ -86,6 +86,7 @@ def test_small_defects_of_the_feature_pages(page, runs_root):
     assert "0.0e+0" not in body and "never fired" in body
     page.goto(f"{page.origin}/#/feature/set%2Flayer_01/2")  # units on the logit effects, a y-axis on the histogram
     page.wait_for_selector("#logit-units")
+    assert page.locator("#similar li a").count() == 16  # 8 nearest by decoder, 8 by encoder, each a link
     assert "per unit of this feature's activation" in page.inner_text("#logit-units")
     assert int(page.text_content(".chart .y-max").replace(",", "")) >= 1
     page.fill("#search", "the")

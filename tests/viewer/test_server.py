@@ -103,6 +103,21 @@ def test_search_ranks_by_relevance_and_says_how_many_matched(server, runs_root):
     assert len(cut["results"]) == 2 and cut["total"] == s["total"]
 
 
+def test_similar_features_are_the_nearest_directions(server, runs_root):
+    from transcoders.dictionary import load_dictionary
+
+    d = load_dictionary(runs_root / "set" / "layer_01")
+    _, f = get_json(server, "/api/feature?run=set/layer_01&id=7")
+    for name, w in (("decoder", d.W_dec), ("encoder", d.W_enc)):
+        unit = w.detach() / w.detach().norm(dim=1, keepdim=True)
+        cos = unit @ unit[7]
+        cos[7] = -2
+        best = cos.topk(8)
+        got = f["similar"][name]
+        assert [r["id"] for r in got] == best.indices.tolist()
+        assert [r["cos"] for r in got] == pytest.approx(best.values.tolist(), abs=1e-4)
+
+
 def test_labels_persist(server, runs_root):
     status, r = get_json(server, "/api/label", {"run": "set/layer_00", "id": 3, "label": "king tokens", "note": "n"})
     assert status == 200 and r["ok"]

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..circuits import Replacement
 from ..circuits import graph_json as GJ
 from ..circuits.api import CircuitConfig, load_replacement, run_circuit
-from ..dictionary import CONFIG_FILE
+from ..dictionary import CONFIG_FILE, WEIGHTS_FILE, load_dictionary
 from ..dictionary import runs as R
 from ..errors import TranscodersError
 from ..features import store as S
@@ -267,11 +268,38 @@ def feature_page(root: Path, rel: str, fid, *, left: int = 24, right: int = 6, b
         explanations = _explanations(con, fid)
     tokens = max(1, meta.get("tokens_done") or 1)
     return {"run": rel_of(root, folder), "id": fid, "width": width, "layer": meta.get("layer"),
+            "similar": similar_features(folder, fid),
             "density": fires / tokens, "fires": fires, "tokens": tokens, "mean_act": act_sum / fires if fires else 0.0,
             "max_act": act_max, "hist": {"lo": S.HIST_LO + a * S.HIST_STEP, "step": S.HIST_STEP, "counts": counts[a:b]},
             **tables, "top": top, "quantiles": groups,
             "label": label[0] if label else "", "note": label[1] if label else "", "explanations": explanations,
             "auto_label": explanations[0]["explanation"] if explanations else ""}
+
+
+_DIRECTIONS: dict[tuple[Path, int], dict[str, np.ndarray]] = {}  # a run's unit encoder/decoder rows, by weights mtime
+
+
+def similar_features(folder: Path, fid: int, n: int = 8) -> dict[str, list[dict]]:
+    """The ``n`` features whose decoder directions (what they write) and encoder directions (what they read) are
+    closest to ``fid``'s, by cosine; empty where the run folder holds no weights."""
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        return {"decoder": [], "encoder": []}
+    key = (folder, weights.stat().st_mtime_ns)
+    if key not in _DIRECTIONS:
+        d = load_dictionary(folder)
+        _DIRECTIONS.clear()  # one run at a time: a 30-layer set would otherwise pile up
+        _DIRECTIONS[key] = {name: torch.nn.functional.normalize(w.detach().float(), dim=1).numpy()
+                            for name, w in (("decoder", d.W_dec), ("encoder", d.W_enc))}
+    out = {}
+    for name, rows in _DIRECTIONS[key].items():
+        if not 0 <= fid < rows.shape[0]:
+            return {"decoder": [], "encoder": []}
+        cos = rows @ rows[fid]
+        cos[fid] = -np.inf
+        best = np.argsort(-cos)[:n]
+        out[name] = [{"id": int(i), "cos": round(float(cos[i]), 4)} for i in best]
+    return out
 
 
 def set_label(root: Path, body: dict) -> dict:

@@ -214,8 +214,17 @@ async function featurePage(run, id) {
         h("h2", {}, "Activation histogram"), barChart(f.hist, "log10 activation"),
         h("h2", {}, "Logit effects"), h("p", { class: "muted", id: "logit-units" }, "change in each token's logit (nats) per unit of this feature's activation, through the unembedding only (direct effect)"),
         h("div", { class: "row" }, logitTable("promotes", f.top_logits, "pos"), logitTable("suppresses", f.bottom_logits, "neg")),
+        similarCard(run, f.similar),
         h("h2", {}, "De-embedding"), h("p", { class: "muted" }, "this feature's pre-activation per token embedding read directly (no attention, no earlier MLPs)"),
         h("div", { class: "row" }, logitTable("excited by", f.top_deembed, "pos"), logitTable("inhibited by", f.bottom_deembed, "neg")))));
+}
+
+function similarCard(run, sim) {  // nearest features by direction: what else writes (or reads) much the same
+  if (!sim || !sim.decoder.length) return null;
+  const list = (rows) => h("ol", {}, rows.map((r) => h("li", {}, h("a", { href: `#/feature/${encodeURIComponent(run)}/${r.id}` }, `#${r.id}`), ` cos ${r.cos.toFixed(2)}`)));
+  return [h("h2", {}, "Similar features"), h("div", { class: "row", id: "similar" },
+    h("div", { class: "card" }, h("b", {}, "writes alike (decoder)"), list(sim.decoder)),
+    h("div", { class: "card" }, h("b", {}, "reads alike (encoder)"), list(sim.encoder)))];
 }
 
 async function searchPage(run, text) {
