@@ -87,6 +87,10 @@ def test_small_defects_of_the_feature_pages(page, runs_root):
     page.goto(f"{page.origin}/#/feature/set%2Flayer_01/2")  # units on the logit effects, a y-axis on the histogram
     page.wait_for_selector("#logit-units")
     assert page.locator("#similar li a").count() == 16  # 8 nearest by decoder, 8 by encoder, each a link
+    page.fill("#try-text", "the king sees a ship")  # a typed text, highlighted by this feature's activation
+    page.click("#try-form button")
+    page.wait_for_selector("#try-out .ex")
+    assert "max " in page.inner_text("#try-out") and page.locator("#try-out .tok").count() >= 5
     assert "per unit of this feature's activation" in page.inner_text("#logit-units")
     assert int(page.text_content(".chart .y-max").replace(",", "")) >= 1
     page.fill("#search", "the")

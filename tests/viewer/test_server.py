@@ -118,6 +118,32 @@ def test_similar_features_are_the_nearest_directions(server, runs_root):
         assert [r["cos"] for r in got] == pytest.approx(best.values.tolist(), abs=1e-4)
 
 
+def test_a_typed_text_gives_the_features_activation_on_each_token(server, runs_root, tiny_model_dir):
+    import torch
+
+    from transcoders.data.packing import text_ids
+    from transcoders.dictionary import load_dictionary
+    from transcoders.models import capture, load_model
+
+    text = "the king sees a ship and the queen sees a dog"
+    d = load_dictionary(runs_root / "set" / "layer_01")
+    lm = load_model(tiny_model_dir)
+    ids = text_ids(lm.tokenizer, text)
+    with torch.no_grad():
+        z = d.encode(capture(lm, torch.tensor([ids]), ["blocks.1.mlp.in"])["blocks.1.mlp.in"])[0]
+    fid = int(z[1:].max(0).values.argmax())  # the feature firing hardest anywhere in the text
+    status, r = get_json(server, "/api/activate", {"run": "set/layer_01", "id": fid, "text": text})
+    assert status == 200, r
+    assert len(r["tokens"]) == len(ids) and "".join(r["tokens"][1:]).strip() == text
+    assert r["acts"][0] == 0  # the BOS position, as the store has it
+    assert r["acts"][1:] == pytest.approx(z[1:, fid].tolist(), abs=1e-3)
+    assert r["max"] > 0 and r["acts"][r["at"]] == pytest.approx(r["max"], abs=1e-3)
+    status, err = get_json(server, "/api/activate", {"run": "set/layer_01", "id": 10**6, "text": text})
+    assert status == 400 and "no feature" in err["error"]
+    status, err = get_json(server, "/api/activate", {"run": "set/layer_01", "id": 1, "text": "  "})
+    assert status == 400
+
+
 def test_labels_persist(server, runs_root):
     status, r = get_json(server, "/api/label", {"run": "set/layer_00", "id": 3, "label": "king tokens", "note": "n"})
     assert status == 200 and r["ok"]

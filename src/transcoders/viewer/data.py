@@ -24,13 +24,15 @@ import torch
 from ..circuits import Replacement
 from ..circuits import graph_json as GJ
 from ..circuits.api import CircuitConfig, load_replacement, run_circuit
+from ..data.activations import special_token_ids
+from ..data.packing import text_ids
 from ..dictionary import CONFIG_FILE, WEIGHTS_FILE, load_dictionary
 from ..dictionary import runs as R
 from ..errors import TranscodersError
 from ..features import store as S
 from ..interp import concepts as find_concepts
 from ..interp import read_results
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, capture, load_model
 from ..paths import atomic_write_json
 
 
@@ -600,6 +602,43 @@ def compute_concepts(root: Path, body: dict) -> dict:
     except TranscodersError as e:
         raise BadRequest(str(e)) from None
     return {"run": rel_of(root, folder), "positive": len(pos), "negative": len(neg), "features": [c.to_dict() for c in rows]}
+
+
+def activate_text(root: Path, body: dict) -> dict:
+    """A feature's activation on each token of a text typed on its page (the model reads the text once, up to the
+    feature's layer). Special-token positions read 0, as the store has them (training never sees them)."""
+    folder = resolve(root, _field(body, "run", str))
+    if not R.is_run(folder):
+        raise BadRequest(f"{rel_of(root, folder)!r} is not a run folder", 404)
+    text = _field(body, "text", str)
+    if not text.strip() or len(text) > MAX_CONCEPT_CHARS:
+        raise BadRequest(f"give a text of 1-{MAX_CONCEPT_CHARS} characters")
+    fid = _field(body, "id", int)
+    cfg = _read_json(folder / CONFIG_FILE) or {}
+    key = (str(cfg.get("model", "")), int(cfg.get("layer", 0)) + 1)
+    try:
+        with _COMPUTE:
+            lm = _MODELS.get(key)
+            if lm is None:
+                lm = _MODELS[key] = load_model(key[0], n_layers=key[1])
+            tok = lm.tokenizer
+            if tok is None:
+                raise BadRequest("this run's model has no tokenizer, so it cannot read typed text")
+            d = load_dictionary(folder)
+            if not 0 <= fid < d.width:
+                raise BadRequest(f"no feature {fid}: this run has features 0-{d.width - 1}")
+            ids = text_ids(tok, text, max_len=1024)
+            L = d.cfg.layer
+            with torch.inference_mode():
+                rec = capture(lm, torch.tensor([ids]), [f"blocks.{L}.mlp.in", f"blocks.{L}.mlp.out"])
+                x, _ = d.cfg.pick(rec[f"blocks.{L}.mlp.in"], rec[f"blocks.{L}.mlp.out"])
+                z = d.encode(x.to(d.W_enc.dtype))[0, :, fid].float()
+    except TranscodersError as e:
+        raise BadRequest(str(e)) from None
+    special = torch.tensor([t in special_token_ids(tok) for t in ids])
+    z = torch.where(special, torch.zeros_like(z), z)
+    return {"run": rel_of(root, folder), "id": fid, "tokens": [tok.decode([t]) for t in ids],
+            "acts": [round(float(v), 4) for v in z], "max": float(z.max()), "at": int(z.argmax())}
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:

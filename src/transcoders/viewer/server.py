@@ -168,6 +168,8 @@ class Handler(BaseHTTPRequestHandler):
             body = self._body()
             if url.path == "/api/label":
                 return self._json(D.set_label(root, body))
+            if url.path == "/api/activate":
+                return self._json(D.activate_text(root, body))
             if url.path == "/api/concepts":
                 return self._json(D.compute_concepts(root, body))
             if url.path == "/api/rating/start":

@@ -205,6 +205,7 @@ async function featurePage(run, id) {
       h("div", {},
         h("h2", {}, "Top activations"),
         h("div", { class: "card", id: "top-examples" }, f.top.length ? f.top.map((ex) => example(ex, max)) : h("p", { class: "muted" }, "never fired")),
+        tryText(run, id, max),
         h("h2", {}, "Across its activation range (uniform sample, by quantile)"),
         h("div", { class: "card" }, f.quantiles.map((g) => h("div", { class: "group" },
           h("h3", {}, `activation ${fmt(g.range[0])} – ${fmt(g.range[1])}`), g.examples.map((ex) => example(ex, max)))))),
@@ -217,6 +218,21 @@ async function featurePage(run, id) {
         similarCard(run, f.similar),
         h("h2", {}, "De-embedding"), h("p", { class: "muted" }, "this feature's pre-activation per token embedding read directly (no attention, no earlier MLPs)"),
         h("div", { class: "row" }, logitTable("excited by", f.top_deembed, "pos"), logitTable("inhibited by", f.bottom_deembed, "neg")))));
+}
+
+function tryText(run, id, max) {  // run your own text through the model and see where this feature fires
+  const box = h("textarea", { rows: 3, cols: 60, id: "try-text", placeholder: "type a text to see this feature's activation on each token" });
+  const out = h("div", { id: "try-out" });
+  const go = async (e) => {
+    e.preventDefault();
+    out.replaceChildren(h("p", { class: "muted" }, "reading it with the model…"));
+    try {
+      const r = await api("/api/activate", { run, id, text: box.value });
+      out.replaceChildren(h("p", { class: "muted" }, `max ${r.max.toFixed(3)} (the strongest top example: ${max.toFixed(3)})`),
+        example({ tokens: r.tokens, acts: r.acts, at: r.at, act: r.max }, Math.max(max, r.max)));
+    } catch (err) { out.replaceChildren(h("p", { class: "error" }, err.message)); }
+  };
+  return [h("h2", {}, "Try your own text"), h("form", { class: "card", onsubmit: go, id: "try-form" }, box, h("br"), h("button", { class: "primary" }, "run"), out)];
 }
 
 function similarCard(run, sim) {  // nearest features by direction: what else writes (or reads) much the same
