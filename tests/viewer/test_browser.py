@@ -81,10 +81,11 @@ def test_small_defects_of_the_feature_pages(page, runs_root):
     con = sqlite3.connect(store_path(runs_root / "wide"))
     dead = con.execute("SELECT id FROM features WHERE fires = 0").fetchone()[0]
     page.goto(f"{page.origin}/#/feature/wide/{dead}")
-    page.wait_for_selector("h1:has-text('feature #')")
+    page.locator("h1", has_text=re.compile(rf"wide — feature #{dead}\b")).wait_for()  # this page, not the last
     body = page.inner_text("#app")
     assert "0.0e+0" not in body and "never fired" in body
     page.goto(f"{page.origin}/#/feature/set%2Flayer_01/2")  # units on the logit effects, a y-axis on the histogram
+    page.locator("h1", has_text=re.compile(r"layer_01 — feature #2\b")).wait_for()
     page.wait_for_selector("#logit-units")
     assert page.locator("#similar li a").count() == 16  # 8 nearest by decoder, 8 by encoder, each a link
     page.fill("#try-text", "the king sees a ship")  # a typed text, highlighted by this feature's activation
@@ -98,7 +99,7 @@ def test_small_defects_of_the_feature_pages(page, runs_root):
     page.wait_for_selector("#search-count")
     assert re.match(r"\d+ features? match", page.inner_text("#search-count"))
     page.goto(f"{page.origin}/#/")
-    page.wait_for_selector("table")
+    page.wait_for_selector("h1:has-text('Runs')")
     assert "null" not in page.inner_text("#app")
     # a feature of a run without dashboards' data: the error says what to run, and leads back
     page.goto(f"{page.origin}/#/feature/sweep%2Ftranscoder-topk-k2-w32/0")

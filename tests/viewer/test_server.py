@@ -144,6 +144,29 @@ def test_a_typed_text_gives_the_features_activation_on_each_token(server, runs_r
     assert status == 400
 
 
+def test_a_feature_page_lists_its_frequent_tokens_and_the_graphs_it_is_in(server, runs_root):
+    doc = json.loads((runs_root / "set" / "graphs" / "king.json").read_text())
+    node = next(n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder")
+    layer, fid, _ = (int(x) for x in node["node_id"].split("_"))
+    _, f = get_json(server, f"/api/feature?run=set/layer_{layer:02d}&id={fid}")
+    assert "set/graphs/king.json" in [g["path"] for g in f["graphs"]]
+    con = sqlite3.connect(store_path(runs_root / "set" / f"layer_{layer:02d}"))
+    counts = {}
+    for ctx, pos in con.execute("SELECT context, pos FROM examples WHERE feature = ?", (fid,)):
+        blob = con.execute("SELECT tokens FROM contexts WHERE id = ?", (ctx,)).fetchone()[0]
+        t = int.from_bytes(blob[4 * pos: 4 * pos + 4], "little")
+        counts[t] = counts.get(t, 0) + 1
+    got = {t["id"]: t["count"] for t in f["frequent_tokens"]}
+    assert got and all(counts[t] == c for t, c in got.items())
+    assert min(got.values()) >= max((c for t, c in counts.items() if t not in got), default=0)
+    # a feature in no graph lists none
+    in_graph = {(int(n["node_id"].split("_")[0]), int(n["node_id"].split("_")[1])) for n in doc["nodes"]
+                if n["feature_type"] == "cross layer transcoder"}
+    other = next(i for i in range(48) if (layer, i) not in in_graph)
+    _, f = get_json(server, f"/api/feature?run=set/layer_{layer:02d}&id={other}")
+    assert f["graphs"] == []
+
+
 def test_labels_persist(server, runs_root):
     status, r = get_json(server, "/api/label", {"run": "set/layer_00", "id": 3, "label": "king tokens", "note": "n"})
     assert status == 200 and r["ok"]

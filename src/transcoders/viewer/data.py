@@ -268,14 +268,51 @@ def feature_page(root: Path, rel: str, fid, *, left: int = 24, right: int = 6, b
                 groups.append({"range": [g[-1]["act"], g[0]["act"]], "examples": g})
         label = con.execute("SELECT label, note FROM labels WHERE feature = ?", (fid,)).fetchone()
         explanations = _explanations(con, fid)
+        frequent = _frequent_tokens(con, fid)
     tokens = max(1, meta.get("tokens_done") or 1)
     return {"run": rel_of(root, folder), "id": fid, "width": width, "layer": meta.get("layer"),
-            "similar": similar_features(folder, fid),
+            "similar": similar_features(folder, fid), "frequent_tokens": frequent,
+            "graphs": graphs_with_feature(root, folder, meta.get("layer"), fid),
             "density": fires / tokens, "fires": fires, "tokens": tokens, "mean_act": act_sum / fires if fires else 0.0,
             "max_act": act_max, "hist": {"lo": S.HIST_LO + a * S.HIST_STEP, "step": S.HIST_STEP, "counts": counts[a:b]},
             **tables, "top": top, "quantiles": groups,
             "label": label[0] if label else "", "note": label[1] if label else "", "explanations": explanations,
             "auto_label": explanations[0]["explanation"] if explanations else ""}
+
+
+def _frequent_tokens(con: sqlite3.Connection, fid: int, n: int = 10) -> list[dict]:
+    """The tokens a feature fires on most often among its stored examples (top and sampled), with counts."""
+    counts: dict[int, int] = {}
+    for ctx, pos in con.execute("SELECT context, pos FROM examples WHERE feature = ?", (fid,)):
+        row = con.execute("SELECT tokens FROM contexts WHERE id = ?", (ctx,)).fetchone()
+        if row is not None:
+            t = int(np.frombuffer(row[0], dtype=np.int32)[pos])
+            counts[t] = counts.get(t, 0) + 1
+    best = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+    texts = _texts(con, [t for t, _ in best])
+    return [{"token": texts[t], "id": t, "count": c} for t, c in best]
+
+
+_GRAPH_FEATURES: dict[tuple[Path, int], set[tuple[int, int]]] = {}  # a graph file's (layer, feature) pairs, by mtime
+
+
+def graphs_with_feature(root: Path, run: Path, layer, fid: int) -> list[dict]:
+    """The graphs of the run's set (``SET/graphs``, or the run's own) in which this feature is a node."""
+    if layer is None:
+        return []
+    out = []
+    for folder in {run.parent, run}:
+        for path in R.graph_files(folder):
+            key = (path, path.stat().st_mtime_ns)
+            if key not in _GRAPH_FEATURES:
+                try:
+                    doc = json.loads(path.read_text())
+                    _GRAPH_FEATURES[key] = {(f.layer, f.feature) for f in GJ.feature_nodes(doc)}
+                except (OSError, ValueError, KeyError):
+                    _GRAPH_FEATURES[key] = set()
+            if (int(layer), fid) in _GRAPH_FEATURES[key] and R.run_for_layer(folder, int(layer)) == run:
+                out.append({"path": rel_of(root, path), "name": path.stem})
+    return sorted(out, key=lambda g: g["name"])
 
 
 _DIRECTIONS: dict[tuple[Path, int], dict[str, np.ndarray]] = {}  # a run's unit encoder/decoder rows, by weights mtime

@@ -215,6 +215,9 @@ async function featurePage(run, id) {
         h("h2", {}, "Activation histogram"), barChart(f.hist, "log10 activation"),
         h("h2", {}, "Logit effects"), h("p", { class: "muted", id: "logit-units" }, "change in each token's logit (nats) per unit of this feature's activation, through the unembedding only (direct effect)"),
         h("div", { class: "row" }, logitTable("promotes", f.top_logits, "pos"), logitTable("suppresses", f.bottom_logits, "neg")),
+        f.frequent_tokens && f.frequent_tokens.length ? [h("h2", {}, "Most frequent tokens (where it fires, in its stored examples)"),
+          h("div", { class: "card", id: "frequent" }, f.frequent_tokens.map((t) => h("span", { class: "chip" }, `${JSON.stringify(t.token)} ×${t.count}`)))] : null,
+        f.graphs && f.graphs.length ? [h("h2", {}, "In circuit graphs"), h("ul", { id: "in-graphs" }, f.graphs.map((g) => h("li", {}, h("a", { href: `#/graph/${encodeURIComponent(g.path)}` }, g.name))))] : null,
         similarCard(run, f.similar),
         h("h2", {}, "De-embedding"), h("p", { class: "muted" }, "this feature's pre-activation per token embedding read directly (no attention, no earlier MLPs)"),
         h("div", { class: "row" }, logitTable("excited by", f.top_deembed, "pos"), logitTable("inhibited by", f.bottom_deembed, "neg")))));
