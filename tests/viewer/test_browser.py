@@ -184,6 +184,30 @@ def trace_from_prompt_box(page, prompt: str, url: str, target: str = "", set_nam
     assert prompt in page.inner_text("h1")
 
 
+def test_graph_page_has_a_legend_labelled_logits_and_a_panel_in_view(browser, server):
+    """At 1280 x 800 the details panel sits beside the graph (not below it), the legend names each node kind the
+    graph has, and every logit node drawn carries its token and probability."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/#/graph/set%2Fgraphs%2Fking.json")
+        page.wait_for_selector("#graph-svg circle.node")
+        box = page.locator("#node-info").bounding_box()
+        assert box["x"] + box["width"] <= 1280 and box["y"] < 800
+        doc = json.loads(page.evaluate("fetch('/api/graph?path=set/graphs/king.json').then(r => r.text())"))
+        kinds = {n["feature_type"] for n in doc["nodes"]}
+        assert page.locator("#legend .chip").count() == len(kinds)
+        logits = [n for n in doc["nodes"] if n["feature_type"] == "logit"]
+        drawn = page.locator("#graph-svg circle.node[fill='#f08c00']").count()
+        assert logits and page.locator("#graph-svg .logit-label").count() == drawn > 0
+        assert "%" in page.locator("#graph-svg .logit-label").first.text_content()
+        rows = page.locator("#graph-svg text").all_text_contents()
+        n_layers = 1 + max(int(n["layer"]) for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder")
+        assert f"L{n_layers}" not in rows  # no block rows past the model's last layer
+    finally:
+        ctx.close()
+
+
 def test_a_prompt_typed_in_the_viewer_is_traced_and_drawn(page):
     page.goto(f"{page.origin}/#/graphs")
     trace_from_prompt_box(page, "a cat and a dog", r".*a-cat-and-a-dog-paths-logit-7-[0-9a-f]{8}\.json$", target="logit:#7")

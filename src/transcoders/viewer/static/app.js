@@ -355,20 +355,29 @@ async function graphsPage() {
 }
 
 const MAX_EDGES = 1500;  // more lines than this hide the structure (and slow the page)
-const NODE_COLOR = { "cross layer transcoder": "#4c6ef5", "mlp reconstruction error": "#adb5bd", embedding: "#37b24d", logit: "#f08c00" };
+const NODE_COLOR = { "cross layer transcoder": "#4c6ef5", "mlp reconstruction error": "#adb5bd", "attention head": "#ae3ec9",
+  embedding: "#37b24d", logit: "#f08c00", bias: "#495057", "skip connection": "#20c997", pruned: "#e9ecef" };
+const NODE_NAME = { "cross layer transcoder": "feature", "mlp reconstruction error": "MLP error", "attention head": "attention head",
+  embedding: "token embedding", logit: "logit", bias: "biases", "skip connection": "skip path", pruned: "not followed" };
 
 async function graphPage(path) {
   const g = await api(`/api/graph?${q({ path })}`);
   const info = (g.metadata && g.metadata.info) || {};
   const paths = info.mode === "paths";
   const toks = (g.metadata && g.metadata.prompt_tokens) || [];
+  // rows: L0..Ln-1 for the blocks (n from the feature, error and head nodes), "out" above them for what comes after
+  // the last block, logits on top; embeddings and biases (inputs and constants) at the bottom
+  const blockTypes = new Set(["cross layer transcoder", "mlp reconstruction error", "attention head"]);
+  const blockMax = Math.max(0, ...g.nodes.filter((n) => blockTypes.has(n.feature_type)).map((n) => parseInt(n.layer, 10)).filter((L) => !Number.isNaN(L)));
   const layerOf = (n) => {
     if (n.feature_type === "logit") return 99;
+    if (n.feature_type === "embedding" || n.feature_type === "bias") return -1;
     const L = parseInt(n.layer, 10);
-    return Number.isNaN(L) ? (n.feature_type === "embedding" ? -1 : 99) : L;
+    return Number.isNaN(L) ? 99 : Math.min(L, blockMax + 1);
   };
-  const layers = g.nodes.map(layerOf).filter((L) => L < 99);
-  const maxL = Math.max(0, ...layers) + 1;
+  const hasOut = g.nodes.some((n) => layerOf(n) === blockMax + 1);
+  const maxL = blockMax + 1 + (hasOut ? 1 : 0);
+  const logits = g.nodes.filter((n) => n.feature_type === "logit").sort((a, b) => (b.token_prob || 0) - (a.token_prob || 0));
   const score = (n) => (paths ? Math.abs(n.influence || 0) : n.influence === null || n.influence === undefined ? 0 : 1 - n.influence);
   const maxScore = Math.max(1e-9, ...g.nodes.map(score));
   const pinned = new Set((g.qParams && g.qParams.pinnedIds) || []);
@@ -376,7 +385,7 @@ async function graphPage(path) {
   const holder = h("div", { class: "graph-wrap" });
   const side = h("div", { class: "card", id: "node-info" }, h("p", { class: "muted" }, "Hover a node for details; click a feature to open its page; shift-click to pin."));
   const pinList = h("ul", { class: "pinned", id: "pinned" });
-  const RH = 19, W = Math.max(700, 70 * toks.length + 80), H = RH * (maxL + 2) + 60;
+  const RH = 19, W = Math.max(700, 70 * toks.length + 80), H = RH * (maxL + 2) + 80;
   const cells = new Map();  // nodes sharing a (layer, token) cell are spread across the token's column
   for (const n of g.nodes) { const k = `${layerOf(n)}:${n.ctx_idx}`; if (!cells.has(k)) cells.set(k, []); cells.get(k).push(n); }
   const offset = new Map(), radius = new Map();
@@ -384,8 +393,9 @@ async function graphPage(path) {
     offset.set(n.node_id, list.length === 1 ? 0 : -30 + (60 * (i + 0.5)) / list.length);
     radius.set(n.node_id, Math.max(2.5, Math.min(5, 28 / list.length)));
   });
-  const X = (n) => 60 + 70 * (n.ctx_idx ?? 0) + offset.get(n.node_id);
-  const Y = (n) => { const L = layerOf(n); return L === 99 ? 20 : L === -1 ? H - 30 : H - 50 - RH * L; };
+  const logitX = new Map(logits.map((n, i) => [n.node_id, logits.length === 1 ? 60 + 70 * (n.ctx_idx ?? 0) : 60 + (i * (W - 140)) / (logits.length - 1)]));
+  const X = (n) => (logitX.has(n.node_id) ? logitX.get(n.node_id) : 60 + 70 * (n.ctx_idx ?? 0) + offset.get(n.node_id)) + (n.feature_type === "bias" ? 24 : 0);
+  const Y = (n) => { const L = layerOf(n); return L === 99 ? 34 : L === -1 ? H - 30 : H - 50 - RH * L; };
 
   function draw() {
     const cut = +slider.value / 100;
@@ -409,8 +419,10 @@ async function graphPage(path) {
         if (n.feature_type === "cross layer transcoder" && n.run) location.hash = `#/feature/${encodeURIComponent(n.run)}/${n.feature_index}`;
       } }));
     const labels = toks.map((t, i) => svg("text", { x: 60 + 70 * i - 10, y: H - 8 }, document.createTextNode(JSON.stringify(t).slice(0, 10))));
-    const rows = Array.from({ length: maxL }, (_, L) => svg("text", { x: 4, y: H - 46 - RH * L }, document.createTextNode(`L${L}`)));
-    holder.replaceChildren(svg("svg", { width: W, height: H, id: "graph-svg" }, edges, nodes, labels, rows));
+    const rows = Array.from({ length: maxL }, (_, L) => svg("text", { x: 4, y: H - 46 - RH * L }, document.createTextNode(L > blockMax ? "out" : `L${L}`)));
+    const logitLabels = logits.filter((n) => keep.has(n.node_id)).map((n) => svg("text", { x: X(n), y: 16, "text-anchor": "middle", class: "logit-label" },
+      document.createTextNode(`${logitName(n)}${n.token_prob !== undefined && n.token_prob !== null ? ` ${(100 * n.token_prob).toFixed(0)}%` : ""}`)));
+    holder.replaceChildren(svg("svg", { width: W, height: H, id: "graph-svg" }, edges, nodes, labels, rows, logitLabels));
     pinList.replaceChildren(...[...pinned].map((id) => h("li", {}, id)));
     count.textContent = `${keep.size} nodes; ${links.length === among.length ? "" : `strongest ${links.length} of `}${among.length} links shown`;
   }
@@ -422,14 +434,25 @@ async function graphPage(path) {
     h("p", { class: "muted" }, `${info.mode || "graph"} · targets: ${(info.targets || []).join(", ")}` +
       (info.replacement_score !== undefined ? ` · replacement ${fmt(info.replacement_score)} · completeness ${fmt(info.completeness_score)}` : "")),
     h("p", {}, "pruning ", slider, " ", count, "   ", h("label", {}, subgraph, " pinned subgraph only")),
-    h("div", { class: "row" }, holder, h("div", {}, side, h("h2", {}, "Pinned (shift-click)"), pinList)));
+    h("div", { class: "graph-layout" }, holder, h("div", { class: "graph-side" }, legend(g.nodes), side, h("h2", {}, "Pinned (shift-click)"), pinList)));
   draw();
+}
+function logitName(n) {  // the token of a logit node: its clerp reads `Output " Paris" (p=0.412)`
+  const m = (n.clerp || "").match(/^Output (.*?)(?: \(p=[^)]*\))?$/);
+  return (m ? m[1] : n.clerp || n.node_id).slice(0, 12);
+}
+function legend(nodes) {  // the node kinds this graph has, with their colours
+  const kinds = [...new Set(nodes.map((n) => n.feature_type))];
+  return h("div", { class: "card legend", id: "legend" }, kinds.map((k) => h("span", { class: "chip" },
+    svg("svg", { width: 10, height: 10 }, svg("circle", { cx: 5, cy: 5, r: 4.5, fill: NODE_COLOR[k] || "#868e96" })), ` ${NODE_NAME[k] || k}`)),
+    h("div", { class: "muted" }, "edges: orange raises, blue lowers; thicker is stronger"));
 }
 function describe(n) {
   const parts = [`${n.node_id}  (${n.feature_type})`, `layer ${n.layer}, token ${n.ctx_idx}`];
   if (n.clerp) parts.push(n.clerp);
   if (n.activation !== null && n.activation !== undefined) parts.push(`activation ${fmt(n.activation)}`);
   if (n.influence !== null && n.influence !== undefined) parts.push(`influence ${fmt(n.influence)}`);
+  if (n.token_prob !== null && n.token_prob !== undefined) parts.push(`probability ${fmt(n.token_prob)}`);
   if (n.run) parts.push(`click: open feature page (${n.run})`);
   return parts.join("\n");
 }
