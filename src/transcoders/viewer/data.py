@@ -622,19 +622,30 @@ def _texts_field(body: dict, name: str) -> list[str]:
     return texts
 
 
-def compute_concepts(root: Path, body: dict) -> dict:
-    """`transcoders concepts` for texts typed in the viewer: the run's features ranked by AUROC."""
+def _run_folder(root: Path, body: dict) -> Path:
+    """The run folder a request names (``run``), or a 404."""
     folder = resolve(root, _field(body, "run", str))
     if not R.is_run(folder):
         raise BadRequest(f"{rel_of(root, folder)!r} is not a run folder", 404)
-    pos, neg = _texts_field(body, "positive"), _texts_field(body, "negative")
+    return folder
+
+
+def _run_model(folder: Path) -> LoadedModel:
+    """The run's model, built up to its layer, loaded once per (model, depth) and kept (call under ``_COMPUTE``)."""
     cfg = _read_json(folder / CONFIG_FILE) or {}
     key = (str(cfg.get("model", "")), int(cfg.get("layer", 0)) + 1)
+    if key not in _MODELS:
+        _MODELS[key] = load_model(key[0], n_layers=key[1])
+    return _MODELS[key]
+
+
+def compute_concepts(root: Path, body: dict) -> dict:
+    """`transcoders concepts` for texts typed in the viewer: the run's features ranked by AUROC."""
+    folder = _run_folder(root, body)
+    pos, neg = _texts_field(body, "positive"), _texts_field(body, "negative")
     try:
         with _COMPUTE:
-            lm = _MODELS.get(key)
-            if lm is None:
-                lm = _MODELS[key] = load_model(key[0], n_layers=key[1])
+            lm = _run_model(folder)
             (rows,) = find_concepts([folder], pos, neg, top=int(body.get("top") or 20), lm=lm, progress=False).values()
     except TranscodersError as e:
         raise BadRequest(str(e)) from None
@@ -644,20 +655,14 @@ def compute_concepts(root: Path, body: dict) -> dict:
 def activate_text(root: Path, body: dict) -> dict:
     """A feature's activation on each token of a text typed on its page (the model reads the text once, up to the
     feature's layer). Special-token positions read 0, as the store has them (training never sees them)."""
-    folder = resolve(root, _field(body, "run", str))
-    if not R.is_run(folder):
-        raise BadRequest(f"{rel_of(root, folder)!r} is not a run folder", 404)
+    folder = _run_folder(root, body)
     text = _field(body, "text", str)
     if not text.strip() or len(text) > MAX_CONCEPT_CHARS:
         raise BadRequest(f"give a text of 1-{MAX_CONCEPT_CHARS} characters")
     fid = _field(body, "id", int)
-    cfg = _read_json(folder / CONFIG_FILE) or {}
-    key = (str(cfg.get("model", "")), int(cfg.get("layer", 0)) + 1)
     try:
         with _COMPUTE:
-            lm = _MODELS.get(key)
-            if lm is None:
-                lm = _MODELS[key] = load_model(key[0], n_layers=key[1])
+            lm = _run_model(folder)
             tok = lm.tokenizer
             if tok is None:
                 raise BadRequest("this run's model has no tokenizer, so it cannot read typed text")
