@@ -201,6 +201,14 @@ def test_graph_page_has_a_legend_labelled_logits_and_a_panel_in_view(browser, se
         drawn = page.locator("#graph-svg circle.node[fill='#f08c00']").count()
         assert logits and page.locator("#graph-svg .logit-label").count() == drawn > 0
         assert "%" in page.locator("#graph-svg .logit-label").first.text_content()
+        page.fill("#prune", "0")  # every node drawn: still no two overlap
+        page.dispatch_event("#prune", "input")
+        circles = page.evaluate("""[...document.querySelectorAll('#graph-svg circle.node')].map(
+            c => [+c.getAttribute('cx'), +c.getAttribute('cy'), +c.getAttribute('r')])""")
+        assert len(circles) == len(doc["nodes"])
+        for i, (x1, y1, r1) in enumerate(circles):
+            for x2, y2, r2 in circles[i + 1:]:
+                assert (x1 - x2) ** 2 + (y1 - y2) ** 2 >= (r1 + r2) ** 2 - 1e-6, ((x1, y1), (x2, y2))
         rows = page.locator("#graph-svg text").all_text_contents()
         n_layers = 1 + max(int(n["layer"]) for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder")
         assert f"L{n_layers}" not in rows  # no block rows past the model's last layer

@@ -385,23 +385,36 @@ async function graphPage(path) {
   const holder = h("div", { class: "graph-wrap" });
   const side = h("div", { class: "card", id: "node-info" }, h("p", { class: "muted" }, "Hover a node for details; click a feature to open its page; shift-click to pin."));
   const pinList = h("ul", { class: "pinned", id: "pinned" });
-  const RH = 19, W = Math.max(700, 70 * toks.length + 80), H = RH * (maxL + 2) + 80;
-  const cells = new Map();  // nodes sharing a (layer, token) cell are spread across the token's column
-  for (const n of g.nodes) { const k = `${layerOf(n)}:${n.ctx_idx}`; if (!cells.has(k)) cells.set(k, []); cells.get(k).push(n); }
-  const offset = new Map(), radius = new Map();
-  for (const list of cells.values()) list.forEach((n, i) => {
-    offset.set(n.node_id, list.length === 1 ? 0 : -30 + (60 * (i + 0.5)) / list.length);
-    radius.set(n.node_id, Math.max(2.5, Math.min(5, 28 / list.length)));
-  });
-  const logitX = new Map(logits.map((n, i) => [n.node_id, logits.length === 1 ? 60 + 70 * (n.ctx_idx ?? 0) : 60 + (i * (W - 140)) / (logits.length - 1)]));
-  const X = (n) => (logitX.has(n.node_id) ? logitX.get(n.node_id) : 60 + 70 * (n.ctx_idx ?? 0) + offset.get(n.node_id)) + (n.feature_type === "bias" ? 24 : 0);
+  // no two nodes overlap: nodes sharing a (layer, token) cell sit side by side STEP apart, and each token's column
+  // is as wide as its fullest cell (a wide graph scrolls sideways)
+  const RH = 19, STEP = 12, R = 4.5;
+  const cells = new Map();
+  for (const n of g.nodes) {
+    if (n.feature_type === "logit") continue;  // logits get the top row to themselves
+    const k = `${layerOf(n)}:${n.ctx_idx ?? 0}`;
+    if (!cells.has(k)) cells.set(k, []);
+    cells.get(k).push(n);
+  }
+  const nCols = Math.max(toks.length, 1 + Math.max(0, ...g.nodes.map((n) => n.ctx_idx ?? 0)));
+  const colW = Array.from({ length: nCols }, () => 70);
+  for (const [k, list] of cells) { const i = +k.split(":")[1]; colW[i] = Math.max(colW[i], list.length * STEP + 14); }
+  const colX = [];  // each column's centre
+  colW.reduce((x, w, i) => { colX[i] = x + w / 2; return x + w; }, 40);
+  const W = Math.max(700, 40 + colW.reduce((a, b) => a + b, 0) + 40), H = RH * (maxL + 2) + 80;
+  const cellX = new Map();
+  for (const [k, list] of cells) {
+    const c = colX[+k.split(":")[1]];
+    list.forEach((n, j) => cellX.set(n.node_id, c - ((list.length - 1) * STEP) / 2 + j * STEP));
+  }
+  const logitX = new Map(logits.map((n, i) => [n.node_id, logits.length === 1 ? colX[n.ctx_idx ?? 0] : 60 + (i * (W - 140)) / (logits.length - 1)]));
+  const X = (n) => (logitX.has(n.node_id) ? logitX.get(n.node_id) : cellX.get(n.node_id));
   const Y = (n) => { const L = layerOf(n); return L === 99 ? 34 : L === -1 ? H - 30 : H - 50 - RH * L; };
 
   function draw() {
     const cut = +slider.value / 100;
     const onlyPinned = subgraph.checked && pinned.size > 0;
     const keep = new Map(g.nodes.filter((n) => onlyPinned ? pinned.has(n.node_id) :
-      pinned.has(n.node_id) || n.feature_type === "logit" || n.feature_type === "embedding" ||
+      cut === 0 || pinned.has(n.node_id) || n.feature_type === "logit" || n.feature_type === "embedding" ||
       (paths ? score(n) >= cut * maxScore : n.influence === null || n.influence === undefined || n.influence <= 1 - cut)).map((n) => [n.node_id, n]));
     const among = g.links.filter((l) => keep.has(l.source) && keep.has(l.target));
     const links = among.length > MAX_EDGES ? [...among].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, MAX_EDGES) : among;
@@ -410,7 +423,7 @@ async function graphPage(path) {
       return svg("line", { x1: X(a), y1: Y(a), x2: X(b), y2: Y(b), stroke: l.weight >= 0 ? "#e8590c" : "#1c7ed6",
         "stroke-opacity": (0.15 + 0.7 * w).toFixed(2), "stroke-width": (0.5 + 3 * w).toFixed(2) }); });
     const nodes = [...keep.values()].map((n) => svg("circle", {
-      cx: X(n), cy: Y(n), r: pinned.has(n.node_id) ? 7 : radius.get(n.node_id), fill: NODE_COLOR[n.feature_type] || "#868e96",
+      cx: X(n), cy: Y(n), r: pinned.has(n.node_id) ? R + 1 : R, fill: NODE_COLOR[n.feature_type] || "#868e96",
       stroke: pinned.has(n.node_id) ? "#000" : "#fff", "stroke-width": 1.5, class: "node", "data-id": n.node_id,
       onmousemove: (ev) => { showTip(ev, describe(n)); side.replaceChildren(h("pre", {}, describe(n))); },
       onmouseleave: hideTip,
@@ -418,7 +431,7 @@ async function graphPage(path) {
         if (ev.shiftKey) { pinned.has(n.node_id) ? pinned.delete(n.node_id) : pinned.add(n.node_id); draw(); return; }
         if (n.feature_type === "cross layer transcoder" && n.run) location.hash = `#/feature/${encodeURIComponent(n.run)}/${n.feature_index}`;
       } }));
-    const labels = toks.map((t, i) => svg("text", { x: 60 + 70 * i - 10, y: H - 8 }, document.createTextNode(JSON.stringify(t).slice(0, 10))));
+    const labels = toks.map((t, i) => svg("text", { x: colX[i], y: H - 8, "text-anchor": "middle" }, document.createTextNode(JSON.stringify(t).slice(0, 10))));
     const rows = Array.from({ length: maxL }, (_, L) => svg("text", { x: 4, y: H - 46 - RH * L }, document.createTextNode(L > blockMax ? "out" : `L${L}`)));
     const logitLabels = logits.filter((n) => keep.has(n.node_id)).map((n) => svg("text", { x: X(n), y: 16, "text-anchor": "middle", class: "logit-label" },
       document.createTextNode(`${logitName(n)}${n.token_prob !== undefined && n.token_prob !== null ? ` ${(100 * n.token_prob).toFixed(0)}%` : ""}`)));
