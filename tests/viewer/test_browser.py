@@ -162,8 +162,11 @@ def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):
     assert page.locator("#graph-svg circle.node").count() == 1
     page.uncheck("#subgraph")
     node = page.locator(f"circle.node[data-id='{feat['node_id']}']")
-    node.hover()  # details show on hover
-    assert feat["node_id"] in page.inner_text("#node-info")
+    node.hover()  # details show on hover, with the node's strongest inputs and outputs
+    info = page.inner_text("#node-info")
+    assert feat["node_id"] in info
+    n_in = sum(1 for link in doc["links"] if link["target"] == feat["node_id"])
+    assert f"strongest inputs ({n_in})" in info and "strongest outputs (" in info
     node.dispatch_event("click")  # a click on that very node (neighbours in a crowded cell may overlap it)
     page.wait_for_url(re.compile(r".*#/feature/.*"))
     page.wait_for_selector(f"h1:has-text('feature #{feat['feature_index']}')")

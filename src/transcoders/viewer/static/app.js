@@ -410,6 +410,21 @@ async function graphPage(path) {
   const X = (n) => (logitX.has(n.node_id) ? logitX.get(n.node_id) : cellX.get(n.node_id));
   const Y = (n) => { const L = layerOf(n); return L === 99 ? 34 : L === -1 ? H - 30 : H - 50 - RH * L; };
 
+  const byId = new Map(g.nodes.map((n) => [n.node_id, n]));
+  const inputs = new Map(), outputs = new Map();  // a link's source feeds its target
+  for (const l of g.links) {
+    if (!inputs.has(l.target)) inputs.set(l.target, []);
+    if (!outputs.has(l.source)) outputs.set(l.source, []);
+    inputs.get(l.target).push(l);
+    outputs.get(l.source).push(l);
+  }
+  const edgeLists = (n) => [["strongest inputs", inputs.get(n.node_id) || [], "source"], ["strongest outputs", outputs.get(n.node_id) || [], "target"]]
+    .map(([title, links, end]) => h("div", { class: "edges" }, h("b", {}, `${title} (${links.length})`), h("ol", {},
+      [...links].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, 6).map((l) => {
+        const other = byId.get(l[end]);
+        return h("li", { class: l.weight >= 0 ? "pos" : "neg" }, `${l.weight >= 0 ? "+" : ""}${fmt(l.weight)}  `, other ? nodeName(other) : l[end]);
+      }))));
+
   function draw() {
     const cut = +slider.value / 100;
     const onlyPinned = subgraph.checked && pinned.size > 0;
@@ -425,7 +440,7 @@ async function graphPage(path) {
     const nodes = [...keep.values()].map((n) => svg("circle", {
       cx: X(n), cy: Y(n), r: pinned.has(n.node_id) ? R + 1 : R, fill: NODE_COLOR[n.feature_type] || "#868e96",
       stroke: pinned.has(n.node_id) ? "#000" : "#fff", "stroke-width": 1.5, class: "node", "data-id": n.node_id,
-      onmousemove: (ev) => { showTip(ev, describe(n)); side.replaceChildren(h("pre", {}, describe(n))); },
+      onmousemove: (ev) => { showTip(ev, describe(n)); side.replaceChildren(h("pre", {}, describe(n)), ...edgeLists(n)); },
       onmouseleave: hideTip,
       onclick: (ev) => {
         if (ev.shiftKey) { pinned.has(n.node_id) ? pinned.delete(n.node_id) : pinned.add(n.node_id); draw(); return; }
@@ -453,6 +468,11 @@ async function graphPage(path) {
 function logitName(n) {  // the token of a logit node: its clerp reads `Output " Paris" (p=0.412)`
   const m = (n.clerp || "").match(/^Output (.*?)(?: \(p=[^)]*\))?$/);
   return (m ? m[1] : n.clerp || n.node_id).slice(0, 12);
+}
+function nodeName(n) {  // short: a feature as L:index@token, a logit as its token, else its id
+  if (n.feature_type === "cross layer transcoder") return `${n.layer}:${n.feature_index ?? n.node_id.split("_")[1]}@${n.ctx_idx}`;
+  if (n.feature_type === "logit") return `logit ${logitName(n)}`;
+  return `${NODE_NAME[n.feature_type] || n.feature_type} ${n.node_id}`;
 }
 function legend(nodes) {  // the node kinds this graph has, with their colours
   const kinds = [...new Set(nodes.map((n) => n.feature_type))];
