@@ -167,6 +167,18 @@ def test_a_feature_page_lists_its_frequent_tokens_and_the_graphs_it_is_in(server
     assert f["graphs"] == []
 
 
+def test_graph_feature_nodes_carry_their_labels(server, runs_root):
+    doc = json.loads((runs_root / "set" / "graphs" / "king.json").read_text())
+    node = next(n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder")
+    layer, fid, _ = (int(x) for x in node["node_id"].split("_"))
+    status, _ = get_json(server, "/api/label", {"run": f"set/layer_{layer:02d}", "id": fid, "label": "royal nouns",
+                                                "note": ""})
+    assert status == 200
+    _, g = get_json(server, "/api/graph?path=set/graphs/king.json")
+    labelled = [n for n in g["nodes"] if n.get("label") == "royal nouns"]
+    assert labelled and all(n["node_id"].startswith(f"{layer}_{fid}_") and not n.get("label_auto") for n in labelled)
+
+
 def test_labels_persist(server, runs_root):
     status, r = get_json(server, "/api/label", {"run": "set/layer_00", "id": 3, "label": "king tokens", "note": "n"})
     assert status == 200 and r["ok"]

@@ -578,7 +578,33 @@ def graph(root: Path, rel: str) -> dict:
                 run = R.run_for_layer(set_dir, f.layer)
                 runs[f.layer] = None if run is None else rel_of(root, run)
             node["run"], node["feature_index"] = runs[f.layer], f.feature
+    _label_nodes(root, doc["nodes"])
     return doc
+
+
+def _label_nodes(root: Path, nodes: list[dict]) -> None:
+    """Each feature node's ``label``: a person's label from its run's store, else the newest LLM explanation (with
+    ``label_auto``); nodes of runs without a store get none."""
+    by_run: dict[str, list[dict]] = {}
+    for node in nodes:
+        if node.get("run"):
+            by_run.setdefault(node["run"], []).append(node)
+    for run, group in by_run.items():
+        folder = resolve(root, run)
+        if not S.store_path(folder).is_file():
+            continue
+        with _store(folder) as con:
+            people = dict(con.execute("SELECT feature, label FROM labels WHERE label != ''").fetchall())
+            auto: dict[int, str] = {}
+            if _has_table(con, "interp"):
+                for fid, expl in con.execute("SELECT feature, explanation FROM interp ORDER BY updated"):
+                    auto[fid] = expl  # the newest wins
+        for node in group:
+            fid = node["feature_index"]
+            if fid in people:
+                node["label"] = people[fid]
+            elif fid in auto:
+                node["label"], node["label_auto"] = auto[fid], True
 
 
 _COMPUTE = threading.Lock()  # one circuit at a time: each holds a model and a set in memory

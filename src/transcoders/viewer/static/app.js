@@ -470,7 +470,7 @@ function logitName(n) {  // the token of a logit node: its clerp reads `Output "
   return (m ? m[1] : n.clerp || n.node_id).slice(0, 12);
 }
 function nodeName(n) {  // short: a feature as L:index@token, a logit as its token, else its id
-  if (n.feature_type === "cross layer transcoder") return `${n.layer}:${n.feature_index ?? n.node_id.split("_")[1]}@${n.ctx_idx}`;
+  if (n.feature_type === "cross layer transcoder") return `${n.layer}:${n.feature_index ?? n.node_id.split("_")[1]}@${n.ctx_idx}` + (n.label ? ` “${n.label.slice(0, 40)}”` : "");
   if (n.feature_type === "logit") return `logit ${logitName(n)}`;
   return `${NODE_NAME[n.feature_type] || n.feature_type} ${n.node_id}`;
 }
@@ -482,6 +482,7 @@ function legend(nodes) {  // the node kinds this graph has, with their colours
 }
 function describe(n) {
   const parts = [`${n.node_id}  (${n.feature_type})`, `layer ${n.layer}, token ${n.ctx_idx}`];
+  if (n.label) parts.push(`“${n.label}”${n.label_auto ? " (auto)" : ""}`);
   if (n.clerp) parts.push(n.clerp);
   if (n.activation !== null && n.activation !== undefined) parts.push(`activation ${fmt(n.activation)}`);
   if (n.influence !== null && n.influence !== undefined) parts.push(`influence ${fmt(n.influence)}`);
