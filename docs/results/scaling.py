@@ -23,6 +23,7 @@ at a time with --models if a session is short. ``--report-only`` writes the tabl
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import resource
@@ -100,8 +101,6 @@ def rows_of(root: Path) -> list[dict]:
         csv_path = root / sweep / "results.csv"
         if not csv_path.is_file():
             continue
-        import csv  # noqa: PLC0415  (only the report reads CSV)
-
         for r in csv.DictReader(open(csv_path)):
             log = root / sweep / r["run"] / "train_log.jsonl"
             secs = sum(json.loads(line)["sec"] for line in open(log)) if log.is_file() else math.nan
@@ -141,7 +140,6 @@ def report(out: Path, models: list[str]) -> dict[str, str]:
             res = read_results(runs[0])
             w, a = res.get("weights", {}), res.get("absorption", {}).get("mean", {})
             p = res.get("probing", {}).get("topics", {}).get("mean", {})
-            llm = "–"
             s = None
             if store_path(runs[0]).is_file():
                 con = S.connect(store_path(runs[0]), readonly=True)

@@ -20,7 +20,6 @@ usually does a little better than its proxy: the choice errs on the safe side. A
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from ..models import LoadedModel, load_model
 from ..paths import atomic_write_json
 from ..training import TRAIN_CONFIG_FILE, TrainConfig, read_train_config, train
 from .report import save_png
-from .sweep import SweepGrid, run_sweep
+from .sweep import SweepGrid, _say, run_sweep
 
 TUNE_FILE = "tune.json"
 TUNE_PLOT = "tune.png"
@@ -211,8 +210,3 @@ def plot_curve(record: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_png(fig, path)
-
-
-def _say(progress: bool, msg: str) -> None:
-    if progress:
-        print(msg, file=sys.stderr, flush=True)
