@@ -2,7 +2,7 @@
 
     .venv/bin/python -m pytest tests/test_architecture.py -q
 
-1. A stage imports only itself and earlier stages (and the ground floor): the ground floor (errors, paths, flags,
+1. A stage imports only itself and earlier stages (and the ground floor): the ground floor (errors, paths, flags, _lazy,
    distributed) imports nothing else; then models, dictionary, data, training, evaluation, sweeps, features,
    circuits, viewer, cli. Every import counts, lazy ones and ``TYPE_CHECKING`` ones included.
 2. The run-folder layout (file and folder names, ``layer_NN`` naming) is spelt only in ``dictionary/runs.py`` (and
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "transcoders"
-GROUND = {"errors", "paths", "flags", "distributed"}
+GROUND = {"errors", "paths", "flags", "distributed", "_lazy"}
 STAGES = ["models", "dictionary", "data", "training", "evaluation", "sweeps", "features", "interp", "circuits", "viewer",
           "cli"]
 

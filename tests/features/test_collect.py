@@ -14,7 +14,7 @@ from transcoders.dictionary import directions as W
 from transcoders.dictionary import load_dictionary
 from transcoders.features import FeaturesConfig, collect, connect, store_path
 from transcoders.features import store as S
-from transcoders.features.collect import sample_priority
+from transcoders.features.collection import sample_priority
 from transcoders.models import load_model
 from transcoders.models.hooks import capture
 from transcoders.training import TrainConfig, train
@@ -103,7 +103,7 @@ def test_an_interrupted_pass_resumes_to_the_same_store(trained, tiny_corpus, tmp
 
     import importlib
 
-    C = importlib.import_module("transcoders.features.collect")  # the module (the package exports the function)
+    C = importlib.import_module("transcoders.features.collection")  # the module (the package exports the function)
 
     real_write, calls = C._write, []
 

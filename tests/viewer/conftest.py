@@ -3,6 +3,8 @@ set (layers 3 and 4 of a 5-layer model, like `--layers 8,20` of a large one) and
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from tiny_llama import save_tiny_llama
 
@@ -39,6 +41,25 @@ def runs_root(tiny_model_dir, tiny_corpus, tiny_texts, tmp_path_factory):
                        tokens=2048, batch_size=256, ctx_len=32, chunk_tokens=2048, forward_batch=16)
     run_sweep(base, SweepGrid(kinds="transcoder", ks="2,4", eval_tokens=32 * 4), progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def bare_set(runs_root):
+    """Makes ``runs_root/NAME``: a copy of the partial set's runs without their feature stores, with an unpruned
+    graph (``NAME/graphs/ship.json``) whose feature nodes sit in both layers."""
+    from transcoders.cli import main
+
+    def make(name: str):
+        dst = runs_root / name
+        for layer in ("layer_03", "layer_04"):
+            shutil.copytree(runs_root / "partial" / layer, dst / layer, ignore=shutil.ignore_patterns("features.sqlite*"))
+        for f in (runs_root / "partial").glob("*.json"):
+            shutil.copy(f, dst / f.name)
+        assert main(["circuit", "--set", str(dst), "--prompt", "a ship and a king", "--mode", "graph", "--quiet",
+                     "--node-threshold", "1", "--edge-threshold", "1", "--out", str(dst / "graphs" / "ship.json")]) == 0
+        return dst
+
+    return make
 
 
 @pytest.fixture(scope="session")

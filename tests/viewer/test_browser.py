@@ -146,7 +146,7 @@ def test_blind_rating_completes_with_a_tally(page):
     page.wait_for_selector("#tally")
 
 
-def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):
+def test_circuit_graph_renders_and_a_node_shows_its_examples_in_place(page, server):
     page.goto(f"{page.origin}/#/graph/set%2Fgraphs%2Fking.json")
     page.wait_for_selector("#graph-svg circle.node")
     doc = json.loads(page.evaluate("fetch('/api/graph?path=set/graphs/king.json').then(r => r.text())"))
@@ -157,7 +157,7 @@ def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):
         page.dispatch_event("#prune", "input")
     node = page.locator(f"circle.node[data-id='{feat['node_id']}']")
     node.dispatch_event("click", {"shiftKey": True})  # pin it, and look at the pinned subgraph alone
-    assert feat["node_id"] in page.inner_text("#pinned")
+    assert f"{feat['layer']}:{feat['feature_index']}@{feat['ctx_idx']}" in page.inner_text("#pinned")
     page.check("#subgraph")
     assert page.locator("#graph-svg circle.node").count() == 1
     page.uncheck("#subgraph")
@@ -167,10 +167,68 @@ def test_circuit_graph_renders_and_a_node_opens_its_feature_page(page, server):
     assert feat["node_id"] in info
     n_in = sum(1 for link in doc["links"] if link["target"] == feat["node_id"])
     assert f"strongest inputs ({n_in})" in info and "strongest outputs (" in info
-    node.dispatch_event("click")  # a click on that very node (neighbours in a crowded cell may overlap it)
+    node.dispatch_event("click")  # a click keeps them, with the feature's top examples, and stays on the graph
+    page.wait_for_selector("#node-examples .ex")
+    assert "#/graph/" in page.url and f"clickedId={feat['node_id']}" in page.url
+    first = page.locator("#node-examples .ex .val").first.text_content()
+    top = page.evaluate(f"fetch('/api/feature?run={feat['run']}&id={feat['feature_index']}').then(r => r.json())")
+    assert float(first) == pytest.approx(top["top"][0]["act"], abs=1e-3)
+    page.click("#open-feature")  # and the full page is one click away
     page.wait_for_url(re.compile(r".*#/feature/.*"))
     page.wait_for_selector(f"h1:has-text('feature #{feat['feature_index']}')")
     assert feat["run"] in page.inner_text("h1")
+
+
+def test_pins_pruning_supernodes_and_zoom_survive_a_reload_from_the_url(page, runs_root):
+    graph = runs_root / "set" / "graphs" / "king.json"
+    before = graph.read_bytes()
+    try:
+        page.goto(f"{page.origin}/#/graph/set%2Fgraphs%2Fking.json")
+        page.wait_for_selector("#graph-svg circle.node")
+        page.fill("#prune", "0")
+        page.dispatch_event("#prune", "input")
+        doc = json.loads(graph.read_text())
+        feats = [n["node_id"] for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder"][:3]
+        for fid in feats:
+            page.locator(f"circle.node[data-id='{fid}']").dispatch_event("click", {"shiftKey": True})
+        page.click("#sn-group")  # no name yet: it says so and groups nothing
+        assert "name" in page.inner_text("#view-msg") and page.locator(".supernode").count() == 0
+        page.fill("#sn-name", "royal things")
+        page.click("#sn-group")
+        assert page.locator(".supernode[data-name='royal things']").count() == 1
+        for fid in feats:  # the members are drawn as the one supernode
+            assert page.locator(f"circle.node[data-id='{fid}']").count() == 0
+        assert page.locator("#pinned li").count() == 0 and "royal things" in page.inner_text("#supernodes")
+        other = next(n["node_id"] for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder"
+                     and n["node_id"] not in feats)
+        page.locator(f"circle.node[data-id='{other}']").dispatch_event("click", {"shiftKey": True})
+        page.fill("#prune", "30")
+        page.dispatch_event("#prune", "input")
+        width = float(page.locator("#graph-svg").get_attribute("width"))
+        page.click("#zoom-in")
+        assert float(page.locator("#graph-svg").get_attribute("width")) == pytest.approx(width * 1.25, abs=1)
+        url = page.url
+        assert "supernodes=" in url and "pinnedIds=" in url and "prune=30" in url and "zoom=1.25" in url
+
+        page.goto("about:blank")  # a fresh load of that link shows the same view
+        page.goto(url)
+        page.wait_for_selector(".supernode[data-name='royal things']")
+        assert page.input_value("#prune") == "30"
+        assert page.locator("#pinned li").count() == 1 and page.locator(f"circle.node[data-id='{other}']").count() == 1
+        assert float(page.locator("#graph-svg").get_attribute("width")) == pytest.approx(width * 1.25, abs=1)
+        page.locator(".supernode").dispatch_event("click")
+        assert "supernode “royal things”: 3 nodes" in page.inner_text("#node-info")
+
+        page.click("#save-view")  # saved with the graph: a link without a view opens with them
+        page.locator("#view-msg", has_text="saved with the graph").wait_for()
+        saved = json.loads(graph.read_text())["qParams"]
+        assert saved["supernodes"] == [["royal things", *feats]] and saved["pinnedIds"] == [other]
+        page.goto("about:blank")
+        page.goto(f"{page.origin}/#/graph/set%2Fgraphs%2Fking.json")
+        page.wait_for_selector(".supernode[data-name='royal things']")
+        assert page.locator("#pinned li").count() == 1
+    finally:
+        graph.write_bytes(before)
 
 
 def trace_from_prompt_box(page, prompt: str, url: str, target: str = "", set_name: str = "") -> None:
@@ -266,3 +324,13 @@ def test_feature_page_shows_llm_explanations_as_the_label(page, runs_root, tiny_
     assert words(expl) in words(page.inner_text("#explanations")) and "local:tiny-browser" in page.inner_text("#explanations")
     if not labelled:  # no person's label: the explanation stands in, marked as automatic
         assert words(expl) in words(page.inner_text("#auto-label")) and "(auto)" in page.inner_text("#auto-label")
+
+
+def test_a_graph_whose_layers_have_no_dashboards_data_builds_them_in_place(page, bare_set):
+    bare_set("bare-browser")
+    page.goto(f"{page.origin}/#/graph/bare-browser%2Fgraphs%2Fship.json")
+    page.wait_for_selector("#build-features")
+    assert "2 of the 2 layers" in page.inner_text("#build-card")
+    page.click("#build-features")
+    page.wait_for_selector("#build-done", timeout=120_000)  # built, and the graph drawn again
+    page.wait_for_selector("#graph-svg circle.node")

@@ -240,6 +240,81 @@ def test_graphs_link_feature_nodes_to_their_runs(server):
         assert status == 200
 
 
+def test_a_feature_brief_is_the_feature_pages_top_examples(server):
+    """What the graph's side panel shows without leaving the graph: the same examples as the feature page."""
+    _, g = get_json(server, "/api/graph?path=set/graphs/king.json")
+    n = next(n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder")
+    status, brief = get_json(server, f"/api/feature/brief?run={n['run']}&id={n['feature_index']}")
+    _, page = get_json(server, f"/api/feature?run={n['run']}&id={n['feature_index']}")
+    assert status == 200 and brief["top"]
+    assert [e["act"] for e in brief["top"]] == [e["act"] for e in page["top"][: len(brief["top"])]]
+    assert brief["density"] == page["density"] and brief["label"] == page["label"]
+
+
+def test_pins_and_supernodes_are_saved_with_the_graph(server, runs_root):
+    path = runs_root / "set" / "graphs" / "king.json"
+    before = path.read_bytes()
+    try:
+        _, g = get_json(server, "/api/graph?path=set/graphs/king.json")
+        ids = [n["node_id"] for n in g["nodes"] if n["feature_type"] == "cross layer transcoder"][:3]
+        status, out = get_json(server, "/api/graph/view", {"path": "set/graphs/king.json", "pinnedIds": [ids[2]],
+                                                           "supernodes": [[" royalty ", ids[0], ids[1]]]})
+        assert status == 200, out
+        doc = json.loads(path.read_text())
+        assert doc["qParams"]["pinnedIds"] == [ids[2]] and doc["qParams"]["supernodes"] == [["royalty", ids[0], ids[1]]]
+        assert doc["qParams"]["linkType"] == "both"  # circuit-tracer's other view fields are kept
+        old = json.loads(before)
+        assert doc["nodes"] == old["nodes"] and doc["links"] == old["links"] and doc["metadata"] == old["metadata"]
+        _, g = get_json(server, "/api/graph?path=set/graphs/king.json")
+        assert g["qParams"]["supernodes"] == [["royalty", ids[0], ids[1]]]
+        for body, says in [
+            ({"pinnedIds": ["nope"]}, "node ids of this graph"),
+            ({"supernodes": [["one", ids[0]]]}, "at least two nodes"),
+            ({"supernodes": [["", ids[0], ids[1]]]}, "a name of 1-80"),
+            ({"supernodes": [["a", ids[0], "nope"]]}, "does not have"),
+            ({"supernodes": [["a", ids[0], ids[1]], ["b", ids[1], ids[2]]]}, "one supernode only"),
+            ({"path": "set/layer_00/config.json"}, "not a graph"),
+        ]:
+            status, err = get_json(server, "/api/graph/view", {"path": "set/graphs/king.json", **body})
+            assert status in (400, 404) and says in err["error"], (body, err)
+        assert json.loads(path.read_text())["qParams"]["supernodes"] == [["royalty", ids[0], ids[1]]]  # refused: unchanged
+    finally:
+        path.write_bytes(before)
+
+
+def test_dashboards_data_for_a_graphs_set_is_built_from_the_viewer(server, runs_root, bare_set):
+    bare_set("bare")
+    _, g = get_json(server, "/api/graph?path=bare/graphs/ship.json")
+    st = g["stores"]
+    assert st["set"] == "bare" and sorted(st["missing"]) == ["bare/layer_03", "bare/layer_04"]
+    assert not st["build"]["running"] and st["build"]["tokens_done"] == 0
+    feat = next(n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder")
+    status, err = get_json(server, f"/api/feature/brief?run={feat['run']}&id={feat['feature_index']}")
+    assert status == 404 and "transcoders features" in err["error"]
+
+    status, b = get_json(server, "/api/features/build", {"set": "bare", "tokens": 512})
+    assert status == 200 and b["runs"] == 2 and b["tokens"] == 512
+    for _ in range(600):
+        _, b = get_json(server, "/api/features/build?set=bare")
+        if not b["running"]:
+            break
+        time.sleep(0.2)
+    assert not b["running"] and not b["error"] and b["tokens_done"] >= 512
+    _, g = get_json(server, "/api/graph?path=bare/graphs/ship.json")
+    assert g["stores"]["missing"] == []
+    status, brief = get_json(server, f"/api/feature/brief?run={feat['run']}&id={feat['feature_index']}")
+    assert status == 200 and brief["top"]  # a feature in the graph fired, so it has examples now
+    # one pass for the set, on the corpus it was trained on: the same store `transcoders features` writes
+    con = sqlite3.connect(store_path(runs_root / "bare" / "layer_03"))
+    meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+    con.close()
+    trained = json.loads((runs_root / "partial" / "train_config.json").read_text())
+    assert json.loads(meta["corpus"]) == trained["corpus"]
+    for body, says in [({"set": "bare", "tokens": 1}, "between 256"), ({"set": "nope"}, "does not exist")]:
+        status, err = get_json(server, "/api/features/build", body)
+        assert status in (400, 404) and says in err["error"]
+
+
 @pytest.mark.parametrize("path,status,says", [
     ("/api/feature?run=../../etc&id=1", 403, "outside the runs folder"),
     ("/api/run?run=..", 403, "outside the runs folder"),
@@ -339,7 +414,7 @@ def test_a_partial_set_is_a_set_and_its_graphs_link_to_its_layers(server, runs_r
     """Layers 3 and 4 of a 5-layer model (like `--layers 8,20`): listed as a set, traced like one, and its graph's
     feature nodes point at its own layer_03/layer_04 runs."""
     _, d = get_json(server, "/api/runs")
-    assert sorted(d["sets"]) == ["partial", "set"]  # the sweep and its runs are not sets
+    assert {"partial", "set"} <= set(d["sets"]) and not {"sweep", "wide"} & set(d["sets"])  # a sweep is no set
     assert {"partial/layer_03", "partial/layer_04"} <= {r["path"] for r in d["runs"]}
     assert main(["circuit", "--set", str(runs_root / "partial"), "--prompt", "the king sees", "--mode", "graph",
                  "--node-threshold", "1", "--edge-threshold", "1", "--quiet"]) == 0

@@ -11,11 +11,9 @@ import os
 import sys
 import textwrap
 
-from huggingface_hub.utils import logging as hub_logging
-from transformers.utils import logging as hf_logging
-
 from ..errors import TranscodersError
 from . import circuits, evaluation, features, interop, interp, models, serve, training
+from .common import quiet_hf
 
 EPILOG = textwrap.dedent(
     """\
@@ -70,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    hf_logging.disable_progress_bar()  # our own bars say what is happening; theirs would garble one-line errors
-    hub_logging.set_verbosity_error()  # the hub client logs each network retry; the final error says it in one line
+    quiet_hf()
     try:
         return ns.func(ns)
     except TranscodersError as e:

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..circuits.api import (
-    CircuitConfig,
-    ConnectionsConfig,
-    InterveneConfig,
-    check_prompt,
-    run_circuit,
-    run_connections,
-    run_intervene,
-)
+from ..circuits.config import CircuitConfig, ConnectionsConfig, InterveneConfig
 from ..flags import add_dataclass_args, config_from
 from .common import add_command, add_quiet
 
 
 def _circuit(ns: argparse.Namespace) -> int:
     cfg = config_from(ns, CircuitConfig)
+    from ..circuits.api import check_prompt, run_circuit
+
     check_prompt(cfg.prompt)
     report, _, _ = run_circuit(cfg, progress=not ns.quiet)
     print(report)
@@ -45,12 +39,17 @@ def add_circuit(sub: argparse._SubParsersAction) -> None:
 
 
 def _connections(ns: argparse.Namespace) -> int:
-    print(run_connections(config_from(ns, ConnectionsConfig)))
+    cfg = config_from(ns, ConnectionsConfig)
+    from ..circuits.api import run_connections
+
+    print(run_connections(cfg))
     return 0
 
 
 def _intervene(ns: argparse.Namespace) -> int:
     cfg = config_from(ns, InterveneConfig)
+    from ..circuits.api import run_intervene
+
     print(run_intervene(cfg, zero=ns.zero, clamp=ns.clamp, scale=ns.scale, patch=ns.patch))
     return 0
 

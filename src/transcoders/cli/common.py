@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Sequence
 
 
@@ -20,3 +22,18 @@ def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, descri
 
 def add_quiet(p: argparse.ArgumentParser, what: str = "no progress bar") -> None:
     p.add_argument("--quiet", action="store_true", help=what)
+
+
+def quiet_hf() -> None:
+    """Silence Hugging Face's own progress bars (ours say what is happening; theirs would garble one-line errors)
+    and the hub client's retry logs (the final error says it in one line). Through the environment, which both
+    libraries read when they are imported, so the command line need not import them first; directly where they
+    already are (the command run in-process)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    if "transformers" in sys.modules:
+        from huggingface_hub.utils import logging as hub_logging
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hub_logging.set_verbosity_error()

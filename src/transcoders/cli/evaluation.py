@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..evaluation import EvalConfig, evaluate, format_table
+from ..evaluation.config import EvalConfig
 from ..flags import add_dataclass_args, config_from
 from .common import add_command, add_quiet
 
 
 def _eval(ns: argparse.Namespace) -> int:
-    print(format_table(evaluate(ns.runs, config_from(ns, EvalConfig), progress=not ns.quiet)))
+    cfg = config_from(ns, EvalConfig)
+    from ..evaluation import evaluate, format_table
+
+    print(format_table(evaluate(ns.runs, cfg, progress=not ns.quiet)))
     return 0
 
 

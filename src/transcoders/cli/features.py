@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..features import FeaturesConfig, collect, store_path
+from ..features.config import FeaturesConfig
 from ..flags import add_dataclass_args, config_from
 from .common import add_command, add_quiet
 
 
 def _features(ns: argparse.Namespace) -> int:
-    for run, meta in collect(ns.runs, config_from(ns, FeaturesConfig), progress=not ns.quiet).items():
+    cfg = config_from(ns, FeaturesConfig)
+    from ..features import collect, store_path
+
+    for run, meta in collect(ns.runs, cfg, progress=not ns.quiet).items():
         speed = meta.get("tokens_per_second")
         print(f"{store_path(run)}: {meta['tokens_done']:,} tokens"
               + (f" ({speed:,.0f} tokens/s)" if speed else "") + ("" if meta["complete"] else " (incomplete)"))

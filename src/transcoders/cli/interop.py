@@ -5,18 +5,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..dictionary.interop import FORMATS, IMPORT_FORMATS, export_runs, import_folder
-from ..dictionary.runs import run_dirs
+from ..dictionary.names import FORMATS, IMPORT_FORMATS
 from .common import add_command
 
 
 def _export(ns: argparse.Namespace) -> int:
+    from ..dictionary.interop import export_runs
+    from ..dictionary.runs import run_dirs
+
     for path in export_runs(run_dirs([ns.run]), ns.to, Path(ns.dir)):
         print(f"wrote {path}")
     return 0
 
 
 def _import(ns: argparse.Namespace) -> int:
+    from ..dictionary.interop import import_folder
+
     for path in import_folder(Path(ns.src), Path(ns.out), fmt=ns.format, model=ns.model, overwrite=ns.overwrite):
         print(f"wrote {path}")
     return 0

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.corpus import read_texts
 from ..flags import add_dataclass_args, config_from
-from ..interp import DEFAULT_LLM, InterpConfig, concepts, run_interp
-from ..paths import atomic_write_json
+from ..interp.config import DEFAULT_LLM, InterpConfig
 from .common import add_command, add_quiet
 
 
@@ -18,7 +16,10 @@ def _ci(v) -> str:
 
 
 def _interp(ns: argparse.Namespace) -> int:
-    for run, res in run_interp(ns.runs, config_from(ns, InterpConfig), progress=not ns.quiet).items():
+    cfg = config_from(ns, InterpConfig)
+    from ..interp import run_interp
+
+    for run, res in run_interp(ns.runs, cfg, progress=not ns.quiet).items():
         print(f"{run}:")
         w = res.get("weights")
         if w:
@@ -80,6 +81,10 @@ def add_interp(sub: argparse._SubParsersAction) -> None:
 
 
 def _concepts(ns: argparse.Namespace) -> int:
+    from ..data.corpus import read_texts
+    from ..interp import concepts
+    from ..paths import atomic_write_json
+
     pos = [t for t, _ in read_texts(ns.positive, ns.text_column, what="--positive")]
     neg = [t for t, _ in read_texts(ns.negative, ns.text_column, what="--negative")]
     found = concepts(ns.runs, pos, neg, top=ns.top, batch=ns.batch, progress=not ns.quiet)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..viewer import make_server, new_token
 from .common import add_command
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    from ..viewer import make_server, new_token
+
     token = new_token() if ns.token == "auto" else (ns.token or None)  # make_server refuses a public host without one
     server = make_server(ns.runs_dir, ns.host, ns.port, token, verbose=ns.verbose)
     host, port = str(server.server_address[0]), server.server_address[1]

@@ -6,11 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from ..dictionary import runs as R
 from ..flags import add_dataclass_args, config_from
-from ..sweeps import SweepGrid, run_sweep
-from ..sweeps.tune import TUNE_FILE, TUNE_PLOT, TuneTarget, run_tune
-from ..training import TrainConfig, read_train_config, train
+from ..sweeps.config import TUNE_FILE, TUNE_PLOT, SweepGrid, TuneTarget
+from ..training.config import TrainConfig
 from .common import add_command, add_quiet
 
 SWEEP_AXES = {"kind", "k", "l1", "target_l0", "width"}  # TrainConfig fields a sweep's grid sets
@@ -18,12 +16,14 @@ TUNE_AXES = {"k", "l1", "target_l0"}  # TrainConfig fields tune chooses
 
 
 def _train(ns: argparse.Namespace) -> int:
-    if ns.resume:
+    cfg = None if ns.resume else config_from(ns, TrainConfig)  # argument errors before the heavy imports
+    from ..training import read_train_config, train
+
+    if cfg is None:
         cfg = read_train_config(ns.resume)
         cfg.out = ns.resume
         train(cfg, resume=True, progress=not ns.quiet)
     else:
-        cfg = config_from(ns, TrainConfig)
         train(cfg, overwrite=ns.overwrite, progress=not ns.quiet)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the job, not one per process
         print(f"done: {cfg.out}  (evaluate with `transcoders eval {cfg.out}`)")
@@ -31,8 +31,11 @@ def _train(ns: argparse.Namespace) -> int:
 
 
 def _sweep(ns: argparse.Namespace) -> int:
-    base = config_from(ns, TrainConfig, SWEEP_AXES)
-    run_sweep(base, config_from(ns, SweepGrid), progress=not ns.quiet)
+    base, grid = config_from(ns, TrainConfig, SWEEP_AXES), config_from(ns, SweepGrid)
+    from ..dictionary import runs as R
+    from ..sweeps import run_sweep
+
+    run_sweep(base, grid, progress=not ns.quiet)
     out = Path(base.out)
     print((out / R.RESULTS_MD).read_text())
     print(f"results: {out / R.RESULTS_CSV}, {out / R.RESULTS_MD}, plots: {out / R.PLOT_CE}, {out / R.PLOT_FVU}")
@@ -72,8 +75,11 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _tune(ns: argparse.Namespace) -> int:
-    base = config_from(ns, TrainConfig, TUNE_AXES)
-    rec = run_tune(base, config_from(ns, TuneTarget), progress=not ns.quiet)
+    base, aim = config_from(ns, TrainConfig, TUNE_AXES), config_from(ns, TuneTarget)
+    aim.metric()  # exactly one target, within reach: said before the heavy imports
+    from ..sweeps import run_tune
+
+    rec = run_tune(base, aim, progress=not ns.quiet)
     key, target = rec["target"]["metric"], rec["target"]["value"]
     print(f"{'width':>7} {'L0 set':>7} {'L0':>7} {'FVU':>7} {'CE rec.':>8}  proxy run reaches {key} {target:g}?")
     for p in sorted(rec["curve"], key=lambda p: (p["width"], p["l0_setting"])):

@@ -1,7 +1,8 @@
 """Activation functions, one class each: how codes are computed from pre-activations, which sparsity penalty and
 which after-step update training needs, which parameters are trained how, how the dictionary starts from data, and
 what the activation is at inference (the form other tools' formats describe). Adding an activation is one new
-class here, registered in ``ACTIVATIONS``; the dictionary, the trainer, sweeps and exports ask it, never its name.
+class here, registered in ``ACTIVATIONS``, and its name in :mod:`.names` (the command line's choices); the
+dictionary, the trainer, sweeps and exports ask the class, never its name.
 
     relu       z = max(pre, 0)                       (the paper; trained with an L1 penalty weighted by decoder norms)
     topk       ReLU of the k largest pre-activations of each token, the rest 0
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, ClassVar, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .names import DEFAULT_PENALTIES
 
 if TYPE_CHECKING:
     from .module import Dictionary
@@ -115,7 +118,7 @@ class Activation:
 
 class ReLU(Activation):
     name = "relu"
-    default_penalty = 0.1
+    default_penalty = DEFAULT_PENALTIES[name]
 
     def encode(self, d: Dictionary, x: Tensor, training: bool) -> Encoded:
         pre = d.pre_acts(x)
@@ -229,7 +232,7 @@ class _StepFn(torch.autograd.Function):
 
 class JumpReLU(Activation):
     name = "jumprelu"
-    default_penalty = 1e-3
+    default_penalty = DEFAULT_PENALTIES[name]
 
     def add_threshold(self, d: Dictionary, **kw) -> None:
         # stored as is, not in log space, so that exporting to other tools' formats and back is exact

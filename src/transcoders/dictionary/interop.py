@@ -38,10 +38,9 @@ from ..models.named import DEFAULT_HF_ID
 from ..paths import atomic_replace_dir, atomic_write_bytes, atomic_write_json
 from .io import load_dictionary, save_dictionary
 from .module import Dictionary, DictionaryConfig
+from .names import FORMATS, IMPORT_FORMATS
 from .runs import layer_dir, train_settings
 
-FORMATS = ("saelens", "circuit-tracer")
-IMPORT_FORMATS = FORMATS + ("sparsify",)
 SAELENS_CFG, SAELENS_WEIGHTS = "cfg.json", "sae_weights.safetensors"
 SPARSIFY_WEIGHTS = "sae.safetensors"  # EleutherAI sparsify: {save_dir}/{run}/{hookpoint}/cfg.json + sae.safetensors
 CT_CONFIG = "config.yaml"

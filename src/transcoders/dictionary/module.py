@@ -26,9 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import ACTIVATIONS, Encoded, InferenceForm, activation
+from .names import KINDS
 from .sparse import selected_preacts
-
-KINDS = ("transcoder", "skip-transcoder", "sae")
 
 
 @dataclass

@@ -17,7 +17,8 @@ from ..errors import InterpError
 from ..models import LoadedModel, load_model
 from ..paths import atomic_write_json
 from .absorption import first_letter_absorption
-from .autointerp import SCORES, InterpConfig, feature_order, interp, open_store
+from .autointerp import feature_order, interp, open_store
+from .config import SCORES, InterpConfig
 from .llm import LLM
 from .pooled import pooled_codes
 from .probing import sparse_probing

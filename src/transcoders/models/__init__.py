@@ -7,19 +7,19 @@
 - :func:`patch_mlp` replaces one MLP's output (splicing a transcoder in, ablations).
 """
 
-from transcoders.models.adapters import HOOK_POINTS, SUPPORTED_FAMILIES, Adapter, adapter_for
-from transcoders.models.hooks import StopForward, capture, patch_mlp
-from transcoders.models.loading import LoadedModel, load_model, model_layer_count
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "HOOK_POINTS",
-    "SUPPORTED_FAMILIES",
-    "Adapter",
-    "LoadedModel",
-    "StopForward",
-    "adapter_for",
-    "capture",
-    "load_model",
-    "model_layer_count",
-    "patch_mlp",
-]
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .adapters import HOOK_POINTS, SUPPORTED_FAMILIES, Adapter, adapter_for
+    from .hooks import StopForward, capture, patch_mlp
+    from .loading import LoadedModel, load_model, model_layer_count
+
+__all__ = ["HOOK_POINTS", "SUPPORTED_FAMILIES", "Adapter", "LoadedModel", "StopForward", "adapter_for", "capture",
+           "load_model", "model_layer_count", "patch_mlp"]
+__getattr__, __dir__ = lazy_exports(__name__, {
+    ".adapters": ("HOOK_POINTS", "SUPPORTED_FAMILIES", "Adapter", "adapter_for"),
+    ".hooks": ("StopForward", "capture", "patch_mlp"),
+    ".loading": ("LoadedModel", "load_model", "model_layer_count"),
+})

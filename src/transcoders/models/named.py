@@ -20,10 +20,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.utils import CONFIG_NAME
-
 from transcoders.errors import MissingPackageError, ModelError
 from transcoders.paths import atomic_replace_dir, atomic_write_json, cache_dir
 
@@ -195,6 +191,10 @@ def _convert_gguf(m: NamedModel, out: Path) -> None:
         folder, gguf_file = out / ".gguf", "model.gguf"
         folder.mkdir()
         _join(paths, folder / gguf_file, m.sha256, m)
+    # heavy, and only needed once per model: `transcoders models` lists the models without them
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
@@ -224,6 +224,8 @@ def for_older_transformers(folder: Path) -> None:
     """Make a folder saved by transformers 5 read the same in 4.x (what other tools pin, e.g. circuit-tracer 0.5.0's
     4.57.3): transformers 5 writes rope settings only as ``rope_parameters``, which 4.x ignores (it would silently
     use rope_theta 10,000), and names a tokenizer class 4.x does not have. Idempotent."""
+    from transformers.utils import CONFIG_NAME  # noqa: PLC0415 (see _convert_gguf)
+
     path = folder / CONFIG_NAME  # the model folder's (not a run's)
     cfg = json.loads(path.read_text())
     rope = cfg.get("rope_parameters")

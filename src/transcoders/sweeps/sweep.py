@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +19,13 @@ from ..dictionary import KINDS, activation
 from ..dictionary import runs as R
 from ..errors import TranscodersError
 from ..evaluation import EvalConfig, evaluate
-from ..flags import opt
 from ..models import LoadedModel, load_model
 from ..paths import atomic_write_json
 from ..training import TrainConfig, train
+from .config import SweepGrid
 from .report import results_rows, write_report
 
 SAE_SITES = {"sae-mlp-in": "mlp-in", "sae-mlp-out": "mlp-out"}  # kinds that pin an SAE's site
-
-
-@dataclass
-class SweepGrid:
-    """The axes of a sweep; every other flag of ``transcoders train`` applies to all its runs."""
-
-    kinds: str = opt("transcoder,skip-transcoder,sae", "comma list of kinds (transcoder, skip-transcoder, sae, and "
-                     "sae-mlp-in / sae-mlp-out for an SAE on that site whatever --sae-site says)")
-    ks: str = opt("16,32,64", "comma list of k for --activation topk/batchtopk")
-    l1s: str = opt("", "comma list of λ for relu/jumprelu (used when --target-l0s is empty)")
-    target_l0s: str = opt("", "comma list of target L0 for relu/jumprelu (the λ controller lands each)")
-    widths: str = opt("", "comma list of widths (empty: --expansion x d_model)")
-    eval_tokens: int = opt(32768, "held-out tokens every run is evaluated on")
 
 
 def _floats(s: str) -> list[float]:

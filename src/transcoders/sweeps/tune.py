@@ -20,51 +20,19 @@ usually does a little better than its proxy: the choice errs on the safe side. A
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..dictionary import activation
 from ..dictionary import runs as R
 from ..errors import TranscodersError
 from ..evaluation import EvalConfig, evaluate
-from ..flags import opt
 from ..models import LoadedModel, load_model
 from ..paths import atomic_write_json
 from ..training import TRAIN_CONFIG_FILE, TrainConfig, read_train_config, train
+from .config import TUNE_FILE, TUNE_PLOT, SweepGrid, TuneTarget
 from .report import save_png
-from .sweep import SweepGrid, _say, run_sweep
-
-TUNE_FILE = "tune.json"
-TUNE_PLOT = "tune.png"
-
-
-@dataclass
-class TuneTarget:
-    """What ``transcoders tune`` aims for and how it searches (its own flags; the rest are ``train``'s)."""
-
-    target_ce_recovered: float = opt(0.0, "CE recovered (against mean ablation of the MLP) to reach, e.g. 0.9 (0: "
-                                     "use --target-fvu)")
-    target_fvu: float = opt(0.0, "fraction of variance unexplained to get under, e.g. 0.2 (0: use "
-                            "--target-ce-recovered)")
-    proxy_tokens: int = opt(250_000, "training tokens of each short proxy run")
-    ladder: str = opt("8,16,32,64,128,256", "L0 values tried first, ascending (k of topk/batchtopk; the target L0 of "
-                      "relu/jumprelu)")
-    refine: int = opt(2, "bisection steps between the last L0 of the ladder that misses and the first that reaches")
-    max_expansion: int = opt(32, "widen (doubling the width) up to this x d_model when no L0 of the ladder reaches "
-                             "the target")
-    eval_tokens: int = opt(16384, "held-out tokens every proxy run and the final run are evaluated on")
-
-    def metric(self) -> tuple[str, float, str]:
-        """(row key, target, 'ge' | 'le') for the chosen target; a one-line error unless exactly one is set."""
-        if (self.target_ce_recovered > 0) == (self.target_fvu > 0):
-            raise TranscodersError("give exactly one target: --target-ce-recovered (e.g. 0.9) or --target-fvu "
-                                   "(e.g. 0.2)")
-        if self.target_ce_recovered > 0:
-            if self.target_ce_recovered >= 1:
-                raise TranscodersError(f"--target-ce-recovered {self.target_ce_recovered:g} is out of reach: give a "
-                                       "fraction below 1, e.g. 0.9")
-            return "ce_recovered_mean", self.target_ce_recovered, "ge"
-        return "fvu", self.target_fvu, "le"
+from .sweep import _say, run_sweep
 
 
 class _Search:

@@ -1,16 +1,15 @@
-"""The training configuration. Its fields are the flags of ``transcoders train``."""
+"""The training configuration. Its fields are the flags of ``transcoders train``; the module imports nothing
+heavy, so the command line builds its parser without torch."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-import torch
-
-from ..dictionary import ACTIVATIONS, KINDS, activation
+from ..dictionary.names import DEFAULT_PENALTIES, KINDS
 from ..errors import ModelError
 from ..flags import opt
 
-_PENALTY_DEFAULTS = ", ".join(f"{a.default_penalty:g} for {a.name}" for a in ACTIVATIONS.values() if a.uses_penalty)
+_PENALTY_DEFAULTS = ", ".join(f"{p:g} for {name}" for name, p in DEFAULT_PENALTIES.items() if p > 0)
 
 
 @dataclass
@@ -29,7 +28,7 @@ class TrainConfig:
                         "interpretability baseline)", choices=("mlp-out", "mlp-in"))
     activation: str = opt("topk", "topk (the k largest per token; L0 = k), batchtopk (k x batch largest per batch; L0 "
                           "averages k), relu (the paper's ReLU + L1 weighted by decoder norms) or jumprelu (learned "
-                          "thresholds + L0 penalty)", choices=tuple(ACTIVATIONS))
+                          "thresholds + L0 penalty)", choices=tuple(DEFAULT_PENALTIES))
     k: int = opt(32, "active features per token for --activation topk/batchtopk")
     l1: float = opt(0.0, "sparsity coefficient λ: the L1 weight for relu, the L0 weight for jumprelu, on activations "
                     f"normalised to unit mean squared norm (0: {_PENALTY_DEFAULTS})")
@@ -64,11 +63,16 @@ class TrainConfig:
                      "under autocast to this dtype (bfloat16 recommended: float16 runs without loss scaling)",
                      choices=("auto", "float32", "bfloat16", "float16"))
 
+    def __post_init__(self) -> None:
+        parse_layers(self.layers, 0)  # a typo in --layers is an argument error: said before any model loads
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     def torch_dtype(self, device: str):
         """The compute dtype on ``device`` (``auto``: float32 on CPU, bfloat16 elsewhere)."""
+        import torch  # noqa: PLC0415 (this module stays torch-free: the command line builds its parser from it)
+
         if self.dtype == "auto":
             return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
         return getattr(torch, self.dtype)
@@ -78,6 +82,8 @@ class TrainConfig:
         """λ, with 0 meaning the activation's default."""
         if self.l1:
             return self.l1
+        from ..dictionary.activations import activation  # noqa: PLC0415 (torch-free module, see torch_dtype)
+
         return activation(self.activation).default_penalty
 
     @classmethod

@@ -29,6 +29,7 @@ from ..data.packing import text_ids
 from ..dictionary import CONFIG_FILE, WEIGHTS_FILE, load_dictionary
 from ..dictionary import runs as R
 from ..errors import TranscodersError
+from ..features import FeaturesConfig, collect
 from ..features import store as S
 from ..interp import concepts as find_concepts
 from ..interp import read_results
@@ -278,6 +279,21 @@ def feature_page(root: Path, rel: str, fid, *, left: int = 24, right: int = 6, b
             **tables, "top": top, "quantiles": groups,
             "label": label[0] if label else "", "note": label[1] if label else "", "explanations": explanations,
             "auto_label": explanations[0]["explanation"] if explanations else ""}
+
+
+def feature_brief(root: Path, rel: str, fid, n: int = 5) -> dict:
+    """What a graph's side panel shows for a feature without leaving the graph: its label or explanation, density
+    and strongest examples (no similar-feature or graph search, which the full page does)."""
+    folder = resolve(root, rel)
+    with _store(folder) as con:
+        fid = _feature_id(con, fid)
+        fires, act_max = con.execute("SELECT fires, act_max FROM features WHERE id = ?", (fid,)).fetchone()
+        tokens = max(1, S.get_meta(con).get("tokens_done") or 1)
+        top = _examples(con, fid, "top", _width(con), 16, 4)[:n]
+        label = con.execute("SELECT label FROM labels WHERE feature = ?", (fid,)).fetchone()
+        explanations = _explanations(con, fid)
+    return {"run": rel_of(root, folder), "id": fid, "density": fires / tokens, "max_act": act_max, "top": top,
+            "label": label[0] if label else "", "auto_label": explanations[0]["explanation"] if explanations else ""}
 
 
 def _frequent_tokens(con: sqlite3.Connection, fid: int, n: int = 10) -> list[dict]:
@@ -579,7 +595,47 @@ def graph(root: Path, rel: str) -> dict:
                 runs[f.layer] = None if run is None else rel_of(root, run)
             node["run"], node["feature_index"] = runs[f.layer], f.feature
     _label_nodes(root, doc["nodes"])
+    used = sorted({r for r in runs.values() if r is not None})
+    missing = [r for r in used if not S.store_path(resolve(root, r)).is_file()]
+    job = _BUILDS.get(set_dir.resolve())
+    if missing or job is not None:  # what the page needs to offer (or follow) building dashboards' data
+        doc["stores"] = {"set": rel_of(root, set_dir), "runs": len(used), "missing": missing,
+                         "build": build_status(root, rel_of(root, set_dir))}
     return doc
+
+
+MAX_SUPERNODE_NAME = 80
+
+
+def save_graph_view(root: Path, body: dict) -> dict:
+    """Save pinned nodes and named supernodes with a graph, in its ``qParams`` (where circuit-tracer and Neuronpedia
+    keep them: ``pinnedIds``, ``supernodes`` as ``[[name, node_id, ...], ...]``); the file is replaced atomically."""
+    rel = _field(body, "path", str)
+    path = resolve(root, rel)
+    if path.suffix != ".json" or not path.is_file():
+        raise BadRequest(f"{rel!r} is not a graph JSON file", 404)
+    try:
+        doc = GJ.read_json(path)
+    except TranscodersError as e:
+        raise BadRequest(str(e)) from None
+    ids = {str(n["node_id"]) for n in doc["nodes"]}
+    pinned = _field(body, "pinnedIds", list, [])
+    groups = _field(body, "supernodes", list, [])
+    if any(not isinstance(i, str) or i not in ids for i in pinned):
+        raise BadRequest("pinnedIds must be node ids of this graph")
+    for g in groups:
+        if (not isinstance(g, list) or len(g) < 3 or not isinstance(g[0], str) or not g[0].strip()
+                or len(g[0]) > MAX_SUPERNODE_NAME):
+            raise BadRequest(f"a supernode is [name, node_id, node_id, ...]: a name of 1-{MAX_SUPERNODE_NAME} "
+                             "characters and at least two nodes")
+        if any(not isinstance(i, str) or i not in ids for i in g[1:]):
+            raise BadRequest(f"supernode {g[0]!r} names a node this graph does not have")
+    members = [i for g in groups for i in g[1:]]
+    if len(members) != len(set(members)):
+        raise BadRequest("a node can belong to one supernode only")
+    doc.setdefault("qParams", {}).update({"pinnedIds": pinned, "supernodes": [[g[0].strip(), *g[1:]] for g in groups]})
+    GJ.write_json(doc, path)
+    return {"path": rel_of(root, path), "qParams": doc["qParams"]}
 
 
 def _label_nodes(root: Path, nodes: list[dict]) -> None:
@@ -631,6 +687,70 @@ def compute_graph(root: Path, body: dict) -> dict:
     except TranscodersError as e:
         raise BadRequest(str(e)) from None
     return {"path": rel_of(root, path), "report": report}
+
+
+# dashboards' data built from the viewer: one job per set, in a thread, one heavy job at a time (with circuits)
+BUILD_TOKENS = 65536
+_BUILDS: dict[Path, dict] = {}
+
+
+def build_features(root: Path, body: dict) -> dict:
+    """Start `transcoders features SET` for a whole set (one pass for every layer) on the held-out split of the
+    corpus it was trained on; :func:`build_status` says how far it got. A set already being built is left be."""
+    folder = resolve(root, _field(body, "set", str))
+    tokens = _field(body, "tokens", int, BUILD_TOKENS)
+    if not 256 <= tokens <= 10_000_000:
+        raise BadRequest("tokens must be between 256 and 10,000,000")
+    try:
+        runs = R.run_dirs([folder])
+    except TranscodersError as e:
+        raise BadRequest(str(e)) from None
+    trained = R.train_settings(runs[0]) or {}
+    cfg = FeaturesConfig(tokens=tokens, corpus=trained.get("corpus", "default"),
+                         text_column=trained.get("text_column", "text"), commit_every=5.0)
+    with _LOCK:
+        job = _BUILDS.get(folder)
+        if job is None or job["done"]:
+            job = _BUILDS[folder] = {"tokens": tokens, "done": False, "error": "", "started": time.time()}
+            threading.Thread(target=_build, args=(runs, cfg, job), daemon=True).start()
+    return build_status(root, rel_of(root, folder))
+
+
+def _build(runs: list[Path], cfg: FeaturesConfig, job: dict) -> None:
+    try:
+        with _COMPUTE:
+            collect(runs, cfg, progress=False)
+    except TranscodersError as e:
+        job["error"] = str(e)
+    except Exception as e:  # a bug: say it on the page, keep serving
+        job["error"] = f"internal error: {type(e).__name__}: {e}"
+    finally:
+        job["done"] = True
+
+
+def build_status(root: Path, rel: str) -> dict:
+    """How far a set's dashboards' data is: the fewest tokens any of its runs' stores has read, and the job's
+    state (``running``, ``error``) when the viewer started one."""
+    folder = resolve(root, rel)
+    try:
+        runs = R.run_dirs([folder])
+    except TranscodersError as e:
+        raise BadRequest(str(e)) from None
+    done = []
+    for r in runs:
+        path = S.store_path(r)
+        if not path.is_file():
+            done.append(0)
+            continue
+        try:
+            with _store(r) as con:
+                done.append(int(S.get_meta(con).get("tokens_done") or 0))
+        except sqlite3.Error:  # being created by the build this moment
+            done.append(0)
+    job = _BUILDS.get(folder)
+    return {"set": rel_of(root, folder), "runs": len(runs), "tokens_done": min(done, default=0),
+            "tokens": job["tokens"] if job else BUILD_TOKENS, "running": bool(job and not job["done"]),
+            "error": job["error"] if job else ""}
 
 
 _MODELS: dict[tuple[str, int], LoadedModel] = {}

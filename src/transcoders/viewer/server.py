@@ -152,12 +152,16 @@ class Handler(BaseHTTPRequestHandler):
                 return self._json(D.run_detail(root, query.get("run", "")))
             if url.path == "/api/feature":
                 return self._json(D.feature_page(root, query.get("run", ""), query.get("id")))
+            if url.path == "/api/feature/brief":
+                return self._json(D.feature_brief(root, query.get("run", ""), query.get("id")))
             if url.path == "/api/random":
                 return self._json(D.random_feature(root, query.get("run", "")))
             if url.path == "/api/search":
                 return self._json(D.search(root, query.get("run", ""), query.get("q", "")))
             if url.path == "/api/graph":
                 return self._json(D.graph(root, query.get("path", "")))
+            if url.path == "/api/features/build":
+                return self._json(D.build_status(root, query.get("set", "")))
             if url.path == "/api/rating":
                 return self._json(D.rating_item(root, query.get("session", "")))
             if url.path == "/api/ratings":
@@ -168,6 +172,10 @@ class Handler(BaseHTTPRequestHandler):
             body = self._body()
             if url.path == "/api/label":
                 return self._json(D.set_label(root, body))
+            if url.path == "/api/features/build":
+                return self._json(D.build_features(root, body))
+            if url.path == "/api/graph/view":
+                return self._json(D.save_graph_view(root, body))
             if url.path == "/api/activate":
                 return self._json(D.activate_text(root, body))
             if url.path == "/api/concepts":

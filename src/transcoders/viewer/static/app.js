@@ -50,7 +50,7 @@ const routes = [
   [/^#\/search\/(.+)\/(.+)$/, (m) => searchPage(decodeURIComponent(m[1]), decodeURIComponent(m[2]))],
   [/^#\/concepts\/(.+)$/, (m) => conceptsPage(decodeURIComponent(m[1]))],
   [/^#\/graphs$/, graphsPage],
-  [/^#\/graph\/(.+)$/, (m) => graphPage(decodeURIComponent(m[1]))],
+  [/^#\/graph\/([^?]+)(?:\?(.*))?$/, (m) => graphPage(decodeURIComponent(m[1]), m[2] || "")],
   [/^#\/rate$/, rateStart],
   [/^#\/rate\/([0-9a-f]+)$/, (m) => ratePage(m[1])],
 ];
@@ -360,7 +360,7 @@ const NODE_COLOR = { "cross layer transcoder": "#4c6ef5", "mlp reconstruction er
 const NODE_NAME = { "cross layer transcoder": "feature", "mlp reconstruction error": "MLP error", "attention head": "attention head",
   embedding: "token embedding", logit: "logit", bias: "biases", "skip connection": "skip path", pruned: "not followed" };
 
-async function graphPage(path) {
+async function graphPage(path, query) {
   const g = await api(`/api/graph?${q({ path })}`);
   const info = (g.metadata && g.metadata.info) || {};
   const paths = info.mode === "paths";
@@ -380,11 +380,36 @@ async function graphPage(path) {
   const logits = g.nodes.filter((n) => n.feature_type === "logit").sort((a, b) => (b.token_prob || 0) - (a.token_prob || 0));
   const score = (n) => (paths ? Math.abs(n.influence || 0) : n.influence === null || n.influence === undefined ? 0 : 1 - n.influence);
   const maxScore = Math.max(1e-9, ...g.nodes.map(score));
-  const pinned = new Set((g.qParams && g.qParams.pinnedIds) || []);
-  const slider = h("input", { type: "range", min: 0, max: 100, value: paths ? 10 : 50, id: "prune" });
-  const holder = h("div", { class: "graph-wrap" });
-  const side = h("div", { class: "card", id: "node-info" }, h("p", { class: "muted" }, "Hover a node for details; click a feature to open its page; shift-click to pin."));
+  const byId = new Map(g.nodes.map((n) => [n.node_id, n]));
+
+  // the view state: the URL's (Neuronpedia's names: pinnedIds, supernodes, clickedId; and prune, only, zoom), else
+  // what was saved with the graph (its qParams), else the defaults
+  const url = new URLSearchParams(query || "");
+  const saved = g.qParams || {};
+  const known = (id) => byId.has(id);
+  const pinned = new Set((url.has("pinnedIds") ? url.get("pinnedIds").split(",") : saved.pinnedIds || []).filter(known));
+  let groups = readGroups(url.has("supernodes") ? url.get("supernodes") : saved.supernodes, known);
+  let selected = known(url.get("clickedId") || "") ? url.get("clickedId") : "";
+  let zoom = Math.min(4, Math.max(0.1, +url.get("zoom") || 1));
+  const slider = h("input", { type: "range", min: 0, max: 100, value: url.has("prune") ? +url.get("prune") : paths ? 10 : 50, id: "prune" });
+  const subgraph = h("input", { type: "checkbox", id: "subgraph", checked: url.get("only") === "1" });
+  function writeURL() {  // the whole view, so that a reload or a shared link shows the same
+    const p = new URLSearchParams();
+    if (pinned.size) p.set("pinnedIds", [...pinned].join(","));
+    if (groups.length) p.set("supernodes", JSON.stringify(groups));
+    if (selected) p.set("clickedId", selected);
+    p.set("prune", slider.value);
+    if (subgraph.checked) p.set("only", "1");
+    if (zoom !== 1) p.set("zoom", zoom.toFixed(2));
+    history.replaceState(null, "", `#/graph/${encodeURIComponent(path)}?${p}`);
+  }
+
+  const holder = h("div", { class: "graph-wrap", id: "graph-wrap" });
+  const hint = h("p", { class: "muted" }, "Hover a node for details; click one to keep them here with its top examples; shift-click to pin. Drag to pan, ctrl+wheel or the buttons to zoom.");
+  const side = h("div", { class: "card", id: "node-info" }, hint);
   const pinList = h("ul", { class: "pinned", id: "pinned" });
+  const groupList = h("ul", { class: "pinned", id: "supernodes" });
+  const msg = h("p", { class: "muted", id: "view-msg" });
   // no two nodes overlap: nodes sharing a (layer, token) cell sit side by side STEP apart, and each token's column
   // is as wide as its fullest cell (a wide graph scrolls sideways)
   const RH = 19, STEP = 12, R = 4.5;
@@ -410,7 +435,6 @@ async function graphPage(path) {
   const X = (n) => (logitX.has(n.node_id) ? logitX.get(n.node_id) : cellX.get(n.node_id));
   const Y = (n) => { const L = layerOf(n); return L === 99 ? 34 : L === -1 ? H - 30 : H - 50 - RH * L; };
 
-  const byId = new Map(g.nodes.map((n) => [n.node_id, n]));
   const inputs = new Map(), outputs = new Map();  // a link's source feeds its target
   for (const l of g.links) {
     if (!inputs.has(l.target)) inputs.set(l.target, []);
@@ -418,52 +442,200 @@ async function graphPage(path) {
     inputs.get(l.target).push(l);
     outputs.get(l.source).push(l);
   }
-  const edgeLists = (n) => [["strongest inputs", inputs.get(n.node_id) || [], "source"], ["strongest outputs", outputs.get(n.node_id) || [], "target"]]
-    .map(([title, links, end]) => h("div", { class: "edges" }, h("b", {}, `${title} (${links.length})`), h("ol", {},
-      [...links].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, 6).map((l) => {
-        const other = byId.get(l[end]);
-        return h("li", { class: l.weight >= 0 ? "pos" : "neg" }, `${l.weight >= 0 ? "+" : ""}${fmt(l.weight)}  `, other ? nodeName(other) : l[end]);
-      }))));
+  const edgeList = (title, links, end) => h("div", { class: "edges" }, h("b", {}, `${title} (${links.length})`), h("ol", {},
+    [...links].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, 6).map((l) => {
+      const other = byId.get(l[end]);
+      return h("li", { class: l.weight >= 0 ? "pos" : "neg" }, `${l.weight >= 0 ? "+" : ""}${fmt(l.weight)}  `, other ? nodeName(other) : l[end]);
+    })));
+  const edgeLists = (ids) => {  // a node's (or a supernode's members') links to the rest of the graph
+    const inside = new Set(ids);
+    const ins = ids.flatMap((id) => inputs.get(id) || []).filter((l) => !inside.has(l.source));
+    const outs = ids.flatMap((id) => outputs.get(id) || []).filter((l) => !inside.has(l.target));
+    return [edgeList("strongest inputs", ins, "source"), edgeList("strongest outputs", outs, "target")];
+  };
+  const details = (n) => [h("pre", {}, describe(n)), ...edgeLists([n.node_id])];
+
+  async function select(n) {  // keep a node's details (and a feature's examples) in the panel
+    selected = n ? n.node_id : "";
+    writeURL();
+    draw();
+    if (!n) { side.replaceChildren(hint); return; }
+    side.replaceChildren(...details(n));
+    if (n.feature_type !== "cross layer transcoder" || !n.run) return;
+    const box = h("div", { id: "node-examples" }, h("p", { class: "muted" }, "loading its top examples…"));
+    side.prepend(h("p", {}, h("a", { id: "open-feature", href: `#/feature/${encodeURIComponent(n.run)}/${n.feature_index}` }, "open the feature page →")), box);
+    try {
+      const f = await api(`/api/feature/brief?${q({ run: n.run, id: n.feature_index })}`);
+      if (selected !== n.node_id) return;
+      box.replaceChildren(h("b", {}, f.label || f.auto_label || `feature ${f.id}`, f.label || !f.auto_label ? "" : " (auto)"),
+        h("div", { class: "muted" }, `density ${pct(f.density)} · max activation ${fmt(f.max_act)}`),
+        ...(f.top.length ? f.top.map((ex) => example(ex, f.max_act)) : [h("p", { class: "muted" }, "never fired")]));
+    } catch (e) {
+      box.replaceChildren(h("p", { class: "muted" }, e.message));
+    }
+  }
+  function showGroup(i) {
+    const members = groups[i].slice(1).filter(known);
+    side.replaceChildren(h("pre", {}, `supernode “${groups[i][0]}”: ${members.length} nodes`),
+      h("ul", {}, members.map((id) => h("li", {}, nodeName(byId.get(id))))), ...edgeLists(members));
+  }
 
   function draw() {
     const cut = +slider.value / 100;
-    const onlyPinned = subgraph.checked && pinned.size > 0;
-    const keep = new Map(g.nodes.filter((n) => onlyPinned ? pinned.has(n.node_id) :
-      cut === 0 || pinned.has(n.node_id) || n.feature_type === "logit" || n.feature_type === "embedding" ||
-      (paths ? score(n) >= cut * maxScore : n.influence === null || n.influence === undefined || n.influence <= 1 - cut)).map((n) => [n.node_id, n]));
-    const among = g.links.filter((l) => keep.has(l.source) && keep.has(l.target));
+    const onlyPinned = subgraph.checked && (pinned.size > 0 || groups.length > 0);
+    const groupOf = new Map();
+    groups.forEach((gr, i) => gr.slice(1).forEach((id) => groupOf.set(id, i)));
+    const keep = new Map(g.nodes.filter((n) => groupOf.has(n.node_id) || (onlyPinned ? pinned.has(n.node_id) :
+      cut === 0 || pinned.has(n.node_id) || n.node_id === selected || n.feature_type === "logit" || n.feature_type === "embedding" ||
+      (paths ? score(n) >= cut * maxScore : n.influence === null || n.influence === undefined || n.influence <= 1 - cut))).map((n) => [n.node_id, n]));
+    // a supernode stands where its members' centre is; links to and from its members are summed into its links
+    const rep = (id) => (groupOf.has(id) ? `group:${groupOf.get(id)}` : id);
+    const spot = new Map();
+    for (const n of keep.values()) if (!groupOf.has(n.node_id)) spot.set(n.node_id, [X(n), Y(n)]);
+    groups.forEach((gr, i) => {
+      const ms = gr.slice(1).map((id) => byId.get(id)).filter(Boolean);
+      spot.set(`group:${i}`, [ms.reduce((a, n) => a + X(n), 0) / ms.length, ms.reduce((a, n) => a + Y(n), 0) / ms.length]);
+    });
+    const summed = new Map();
+    for (const l of g.links) {
+      if (!keep.has(l.source) || !keep.has(l.target)) continue;
+      const a = rep(l.source), b = rep(l.target);
+      if (a === b) continue;
+      const k = `${a}\u0000${b}`;
+      summed.set(k, (summed.get(k) || 0) + l.weight);
+    }
+    const among = [...summed].map(([k, weight]) => { const [source, target] = k.split("\u0000"); return { source, target, weight }; });
     const links = among.length > MAX_EDGES ? [...among].sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)).slice(0, MAX_EDGES) : among;
     const maxW = Math.max(1e-9, ...links.map((l) => Math.abs(l.weight)));
-    const edges = links.map((l) => { const a = keep.get(l.source), b = keep.get(l.target), w = Math.abs(l.weight) / maxW;
-      return svg("line", { x1: X(a), y1: Y(a), x2: X(b), y2: Y(b), stroke: l.weight >= 0 ? "#e8590c" : "#1c7ed6",
-        "stroke-opacity": (0.15 + 0.7 * w).toFixed(2), "stroke-width": (0.5 + 3 * w).toFixed(2) }); });
-    const nodes = [...keep.values()].map((n) => svg("circle", {
-      cx: X(n), cy: Y(n), r: pinned.has(n.node_id) ? R + 1 : R, fill: NODE_COLOR[n.feature_type] || "#868e96",
-      stroke: pinned.has(n.node_id) ? "#000" : "#fff", "stroke-width": 1.5, class: "node", "data-id": n.node_id,
-      onmousemove: (ev) => { showTip(ev, describe(n)); side.replaceChildren(h("pre", {}, describe(n)), ...edgeLists(n)); },
+    const focus = selected ? rep(selected) : "";
+    const edges = links.map((l) => { const [x1, y1] = spot.get(l.source), [x2, y2] = spot.get(l.target), w = Math.abs(l.weight) / maxW;
+      const dim = focus && l.source !== focus && l.target !== focus ? 0.2 : 1;
+      return svg("line", { x1, y1, x2, y2, stroke: l.weight >= 0 ? "#e8590c" : "#1c7ed6",
+        "stroke-opacity": (dim * (0.15 + 0.7 * w)).toFixed(2), "stroke-width": (0.5 + 3 * w).toFixed(2) }); });
+    const nodes = [...keep.values()].filter((n) => !groupOf.has(n.node_id)).map((n) => svg("circle", {
+      cx: X(n), cy: Y(n), r: pinned.has(n.node_id) || n.node_id === selected ? R + 1 : R, fill: NODE_COLOR[n.feature_type] || "#868e96",
+      stroke: n.node_id === selected ? "#1c7ed6" : pinned.has(n.node_id) ? "#000" : "#fff", "stroke-width": n.node_id === selected ? 2.5 : 1.5,
+      class: "node", "data-id": n.node_id,
+      onmousemove: (ev) => { showTip(ev, describe(n)); if (!selected) side.replaceChildren(...details(n)); },
       onmouseleave: hideTip,
       onclick: (ev) => {
-        if (ev.shiftKey) { pinned.has(n.node_id) ? pinned.delete(n.node_id) : pinned.add(n.node_id); draw(); return; }
-        if (n.feature_type === "cross layer transcoder" && n.run) location.hash = `#/feature/${encodeURIComponent(n.run)}/${n.feature_index}`;
+        ev.stopPropagation();
+        if (ev.shiftKey) { pinned.has(n.node_id) ? pinned.delete(n.node_id) : pinned.add(n.node_id); writeURL(); draw(); return; }
+        select(selected === n.node_id ? null : n);
       } }));
+    const supers = groups.map((gr, i) => { const [x, y] = spot.get(`group:${i}`);
+      return svg("g", { class: "supernode", "data-name": gr[0],
+        onmousemove: (ev) => { showTip(ev, `${gr[0]} (${gr.length - 1} nodes)`); if (!selected) showGroup(i); }, onmouseleave: hideTip,
+        onclick: (ev) => { ev.stopPropagation(); selected = ""; writeURL(); draw(); showGroup(i); } },
+        svg("rect", { x: x - 10, y: y - 7, width: 20, height: 14, rx: 4, fill: "#fff3bf", stroke: "#f59f00", "stroke-width": 2 }),
+        svg("text", { x, y: y - 10, "text-anchor": "middle", class: "sn-label" }, document.createTextNode(gr[0].slice(0, 24)))); });
     const labels = toks.map((t, i) => svg("text", { x: colX[i], y: H - 8, "text-anchor": "middle" }, document.createTextNode(JSON.stringify(t).slice(0, 10))));
     const rows = Array.from({ length: maxL }, (_, L) => svg("text", { x: 4, y: H - 46 - RH * L }, document.createTextNode(L > blockMax ? "out" : `L${L}`)));
     const logitLabels = logits.filter((n) => keep.has(n.node_id)).map((n) => svg("text", { x: X(n), y: 16, "text-anchor": "middle", class: "logit-label" },
       document.createTextNode(`${logitName(n)}${n.token_prob !== undefined && n.token_prob !== null ? ` ${(100 * n.token_prob).toFixed(0)}%` : ""}`)));
-    holder.replaceChildren(svg("svg", { width: W, height: H, id: "graph-svg" }, edges, nodes, labels, rows, logitLabels));
-    pinList.replaceChildren(...[...pinned].map((id) => h("li", {}, id)));
-    count.textContent = `${keep.size} nodes; ${links.length === among.length ? "" : `strongest ${links.length} of `}${among.length} links shown`;
+    const nodeLabels = [...keep.values()].filter((n) => n.label && !groupOf.has(n.node_id) && (pinned.has(n.node_id) || n.node_id === selected))
+      .map((n) => svg("text", { x: X(n) + 7, y: Y(n) - 6, class: "node-label" }, document.createTextNode(n.label.slice(0, 32))));
+    holder.replaceChildren(svg("svg", { width: Math.round(W * zoom), height: Math.round(H * zoom), viewBox: `0 0 ${W} ${H}`, id: "graph-svg" },
+      edges, nodes, supers, labels, rows, logitLabels, nodeLabels));
+    pinList.replaceChildren(...[...pinned].map((id) => h("li", {}, nodeName(byId.get(id)), " ",
+      h("button", { class: "x", title: "unpin", onclick: () => { pinned.delete(id); writeURL(); draw(); } }, "×"))));
+    groupList.replaceChildren(...groups.map((gr, i) => h("li", {}, h("b", {}, gr[0]), ` (${gr.length - 1} nodes) `,
+      h("button", { class: "x", title: "ungroup", onclick: () => { groups = groups.filter((_, j) => j !== i); writeURL(); draw(); } }, "ungroup"))));
+    count.textContent = `${keep.size} nodes${groups.length ? ` (${groups.length} supernodes)` : ""}; ${links.length === among.length ? "" : `strongest ${links.length} of `}${among.length} links shown`;
   }
   const count = h("span", { class: "muted", id: "graph-count" });
-  const subgraph = h("input", { type: "checkbox", id: "subgraph" });
-  slider.addEventListener("input", draw);
-  subgraph.addEventListener("change", draw);
-  render(h("h1", {}, `Circuit: ${(g.metadata && g.metadata.prompt) || path}`),
+  slider.addEventListener("input", () => { writeURL(); draw(); });
+  subgraph.addEventListener("change", () => { writeURL(); draw(); });
+
+  function setZoom(z) {  // about the centre of what is in view
+    const old = zoom, cx = holder.scrollLeft + holder.clientWidth / 2, cy = holder.scrollTop + holder.clientHeight / 2;
+    zoom = Math.min(4, Math.max(0.1, z));
+    writeURL();
+    draw();
+    holder.scrollLeft = (cx * zoom) / old - holder.clientWidth / 2;
+    holder.scrollTop = (cy * zoom) / old - holder.clientHeight / 2;
+  }
+  holder.addEventListener("wheel", (ev) => { if (ev.ctrlKey) { ev.preventDefault(); setZoom(zoom * (ev.deltaY < 0 ? 1.15 : 1 / 1.15)); } }, { passive: false });
+  let drag = null;  // drag the background to pan; a click on it (no drag) lets go of the selected node
+  holder.addEventListener("mousedown", (ev) => { if (ev.button === 0) drag = { x: ev.clientX, y: ev.clientY, sl: holder.scrollLeft, st: holder.scrollTop, moved: false }; });
+  const onMove = (ev) => {
+    if (!holder.isConnected) { window.removeEventListener("mousemove", onMove); window.removeEventListener("mouseup", onUp); return; }
+    if (!drag) return;
+    const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+    if (Math.abs(dx) + Math.abs(dy) > 3) drag.moved = true;
+    holder.scrollLeft = drag.sl - dx; holder.scrollTop = drag.st - dy;
+  };
+  const onUp = () => { setTimeout(() => { drag = null; }, 0); };
+  window.addEventListener("mousemove", onMove);
+  window.addEventListener("mouseup", onUp);
+  holder.addEventListener("click", () => { if (drag && drag.moved) return; if (selected) select(null); });
+
+  const snName = h("input", { type: "text", id: "sn-name", placeholder: "name, e.g. say a capital", size: 18 });
+  function group() {
+    const ids = [...pinned].filter((id) => !groups.some((gr) => gr.includes(id)));
+    const name = snName.value.trim();
+    if (ids.length < 2) { msg.textContent = "pin two or more nodes (shift-click), then group them"; return; }
+    if (!name) { msg.textContent = "give the supernode a name"; return; }
+    groups = [...groups, [name.slice(0, 80), ...ids]];
+    ids.forEach((id) => pinned.delete(id));
+    snName.value = "";
+    msg.textContent = "";
+    writeURL();
+    draw();
+  }
+  async function saveView() {
+    try {
+      await api("/api/graph/view", { path, pinnedIds: [...pinned], supernodes: groups });
+      msg.textContent = "saved with the graph: pins and supernodes come back when it is opened without a view in its link";
+    } catch (e) { msg.textContent = e.message; }
+  }
+  const zoomBar = h("span", { class: "zoom" }, h("button", { id: "zoom-out", title: "zoom out", onclick: () => setZoom(zoom / 1.25) }, "−"),
+    h("button", { id: "zoom-in", title: "zoom in", onclick: () => setZoom(zoom * 1.25) }, "+"),
+    h("button", { id: "zoom-fit", title: "fit the width", onclick: () => setZoom(Math.min(1, holder.clientWidth / W)) }, "fit"));
+  render(h("h1", {}, `Circuit: ${(g.metadata && g.metadata.prompt) || path}`), g.stores ? buildCard(g.stores) : null,
     h("p", { class: "muted" }, `${info.mode || "graph"} · targets: ${(info.targets || []).join(", ")}` +
       (info.replacement_score !== undefined ? ` · replacement ${fmt(info.replacement_score)} · completeness ${fmt(info.completeness_score)}` : "")),
-    h("p", {}, "pruning ", slider, " ", count, "   ", h("label", {}, subgraph, " pinned subgraph only")),
-    h("div", { class: "graph-layout" }, holder, h("div", { class: "graph-side" }, legend(g.nodes), side, h("h2", {}, "Pinned (shift-click)"), pinList)));
+    h("p", {}, "pruning ", slider, " ", count, "   ", h("label", {}, subgraph, " pinned and grouped only"), "   ", zoomBar),
+    h("div", { class: "graph-layout" }, holder, h("div", { class: "graph-side" }, legend(g.nodes), side,
+      h("h2", {}, "Pinned (shift-click)"), pinList,
+      h("div", {}, snName, " ", h("button", { id: "sn-group", onclick: group }, "group pinned")),
+      h("h2", {}, "Supernodes"), groupList,
+      h("p", {}, h("button", { id: "save-view", onclick: saveView }, "save pins and supernodes with the graph")), msg)));
   draw();
+  if (selected) select(byId.get(selected));
+}
+function buildCard(st) {  // a set whose layers lack dashboards' data: build it for every layer in one pass, and follow
+  const card = h("div", { class: "card", id: "build-card" });
+  const say = (b) => {
+    if (b.running) return card.replaceChildren(h("p", {}, `building dashboards' data for ${st.set}: ${b.tokens_done.toLocaleString()} of ${b.tokens.toLocaleString()} tokens read in every layer…`));
+    if (!st.missing.length && !b.error) return card.replaceChildren(h("p", { class: "muted", id: "build-done" }, `dashboards' data built: ${b.tokens_done.toLocaleString()} tokens read in every layer of ${st.set}`));
+    card.replaceChildren(...(b.error ? [h("p", { class: "error" }, b.error)] : []),
+      h("p", {}, `${st.missing.length} of the ${st.runs} layers in this graph have no dashboards' data, so their features show no examples or labels. `,
+        h("button", { id: "build-features", onclick: start }, `build it for all ${b.runs} layers of ${st.set} (one pass over ${b.tokens.toLocaleString()} held-out tokens)`)),
+      h("p", { class: "muted" }, `the same as \`transcoders features ${st.set}\``));
+  };
+  async function follow() {
+    const b = await api(`/api/features/build?${q({ set: st.set })}`);
+    if (!card.isConnected) return;
+    if (!b.running && !b.error) { route(); return; }  // built: draw the graph again, with its labels
+    say(b);
+    if (b.running) setTimeout(follow, 1500);
+  }
+  async function start() {
+    try { say(await api("/api/features/build", { set: st.set })); setTimeout(follow, 500); } catch (e) { card.replaceChildren(h("p", { class: "error" }, e.message)); }
+  }
+  say(st.build);
+  if (st.build.running) setTimeout(follow, 1500);
+  return card;
+}
+function readGroups(value, known) {  // [[name, node_id, ...], ...] from JSON text or a saved list; unknown ids dropped
+  let list = value;
+  if (typeof value === "string") { try { list = JSON.parse(value); } catch (e) { list = []; } }
+  if (!Array.isArray(list)) return [];
+  const seen = new Set();
+  return list.filter((gr) => Array.isArray(gr) && typeof gr[0] === "string")
+    .map((gr) => [gr[0], ...gr.slice(1).filter((id) => typeof id === "string" && known(id) && !seen.has(id) && seen.add(id))])
+    .filter((gr) => gr.length >= 3);
 }
 function logitName(n) {  // the token of a logit node: its clerp reads `Output " Paris" (p=0.412)`
   const m = (n.clerp || "").match(/^Output (.*?)(?: \(p=[^)]*\))?$/);
@@ -487,6 +659,6 @@ function describe(n) {
   if (n.activation !== null && n.activation !== undefined) parts.push(`activation ${fmt(n.activation)}`);
   if (n.influence !== null && n.influence !== undefined) parts.push(`influence ${fmt(n.influence)}`);
   if (n.token_prob !== null && n.token_prob !== undefined) parts.push(`probability ${fmt(n.token_prob)}`);
-  if (n.run) parts.push(`click: open feature page (${n.run})`);
+  if (n.run) parts.push(`click: its top examples here (run ${n.run})`);
   return parts.join("\n");
 }

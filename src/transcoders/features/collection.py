@@ -28,9 +28,9 @@ from ..dictionary import Dictionary
 from ..dictionary import directions as W
 from ..dictionary.runs import open_runs
 from ..errors import CheckpointError
-from ..flags import opt
 from ..models import Adapter, LoadedModel, capture, load_model
 from . import store as S
+from .config import FeaturesConfig
 
 _MASK = 0xFFFFFFFF
 
@@ -145,19 +145,6 @@ def vocab_texts(lm: LoadedModel) -> list[tuple[int, str]]:
     if tok is None:
         return [(i, f"#{i}") for i in range(n)]
     return list(enumerate(tok.batch_decode([[i] for i in range(n)])))
-
-
-@dataclass
-class FeaturesConfig:
-    tokens: int = opt(65536, "held-out tokens to read (a rerun with more tokens continues where the last one stopped)")
-    corpus: str = opt("default", "text to read: the default corpus, a local folder/file, or an HF dataset (its held-out split)")
-    text_column: str = opt("text", "text column for .jsonl/.parquet/HF corpora")
-    batch: int = opt(8, "contexts per forward pass")
-    top: int = opt(20, "top-activating contexts kept per feature")
-    samples: int = opt(40, "contexts sampled per feature across its activation range")
-    commit_every: float = opt(30.0, "seconds between writes to the store (each write is atomic)")
-    fresh: bool = opt(False, "start the stores again instead of continuing them")
-    threads: int = opt(0, "CPU threads for torch (0: torch's default)")
 
 
 def collect(runs: Sequence[str | Path], cfg: FeaturesConfig, *, lm: LoadedModel | None = None,
