@@ -101,3 +101,31 @@ def test_the_torch_free_activation_table_matches_the_classes():
 
     assert list(DEFAULT_PENALTIES) == list(ACTIVATIONS)
     assert {n: a.default_penalty for n, a in ACTIVATIONS.items()} == DEFAULT_PENALTIES
+
+
+def test_a_terminal_is_told_what_is_loading_from_the_first_moment(tmp_path):
+    """On a terminal a command says it is loading torch before the import (seconds) starts, and erases the line
+    once it is done, so the one-line error that follows stands alone; through a pipe it prints nothing extra."""
+    import os
+    import pty
+
+    argv = [sys.executable, "-m", "transcoders", "eval", str(tmp_path / "no-such-run")]
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=child_fd, stderr=child_fd, close_fds=True)
+    os.close(child_fd)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=120)
+    os.close(main_fd)
+    text = seen.decode()
+    assert text.startswith("transcoders eval: loading torch and transformers...\r\x1b[K"), text
+    assert text.split("\x1b[K", 1)[1].strip().startswith("error:") and proc.returncode != 0
+    piped = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert "loading" not in piped.stderr and piped.stderr.strip().startswith("error:")

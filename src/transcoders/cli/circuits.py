@@ -6,12 +6,13 @@ import argparse
 
 from ..circuits.config import CircuitConfig, ConnectionsConfig, InterveneConfig
 from ..flags import add_dataclass_args, config_from
-from .common import add_command, add_quiet
+from .common import add_command, add_quiet, loading
 
 
 def _circuit(ns: argparse.Namespace) -> int:
     cfg = config_from(ns, CircuitConfig)
-    from ..circuits.api import check_prompt, run_circuit
+    with loading(ns):
+        from ..circuits.api import check_prompt, run_circuit
 
     check_prompt(cfg.prompt)
     report, _, _ = run_circuit(cfg, progress=not ns.quiet)
@@ -40,7 +41,8 @@ def add_circuit(sub: argparse._SubParsersAction) -> None:
 
 def _connections(ns: argparse.Namespace) -> int:
     cfg = config_from(ns, ConnectionsConfig)
-    from ..circuits.api import run_connections
+    with loading(ns):
+        from ..circuits.api import run_connections
 
     print(run_connections(cfg))
     return 0
@@ -48,7 +50,8 @@ def _connections(ns: argparse.Namespace) -> int:
 
 def _intervene(ns: argparse.Namespace) -> int:
     cfg = config_from(ns, InterveneConfig)
-    from ..circuits.api import run_intervene
+    with loading(ns):
+        from ..circuits.api import run_intervene
 
     print(run_intervene(cfg, zero=ns.zero, clamp=ns.clamp, scale=ns.scale, patch=ns.patch))
     return 0

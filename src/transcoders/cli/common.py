@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 
 def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, description: str,
@@ -37,3 +38,19 @@ def quiet_hf() -> None:
 
         hf_logging.disable_progress_bar()
         hub_logging.set_verbosity_error()
+
+
+@contextmanager
+def loading(ns: argparse.Namespace) -> Iterator[None]:
+    """Around a command's heavy imports (torch, transformers: seconds): on a terminal, a status line that says so
+    from the first moment, erased when they are done (so a bar or a one-line error follows on a clean line)."""
+    show = sys.stderr.isatty() and not getattr(ns, "quiet", False) and os.environ.get("RANK", "0") == "0"
+    if show:
+        sys.stderr.write(f"transcoders {ns.command}: loading torch and transformers...")
+        sys.stderr.flush()
+    try:
+        yield
+    finally:
+        if show:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()

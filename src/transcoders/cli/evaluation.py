@@ -6,12 +6,13 @@ import argparse
 
 from ..evaluation.config import EvalConfig
 from ..flags import add_dataclass_args, config_from
-from .common import add_command, add_quiet
+from .common import add_command, add_quiet, loading
 
 
 def _eval(ns: argparse.Namespace) -> int:
     cfg = config_from(ns, EvalConfig)
-    from ..evaluation import evaluate, format_table
+    with loading(ns):
+        from ..evaluation import evaluate, format_table
 
     print(format_table(evaluate(ns.runs, cfg, progress=not ns.quiet)))
     return 0

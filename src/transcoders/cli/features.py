@@ -6,12 +6,13 @@ import argparse
 
 from ..features.config import FeaturesConfig
 from ..flags import add_dataclass_args, config_from
-from .common import add_command, add_quiet
+from .common import add_command, add_quiet, loading
 
 
 def _features(ns: argparse.Namespace) -> int:
     cfg = config_from(ns, FeaturesConfig)
-    from ..features import collect, store_path
+    with loading(ns):
+        from ..features import collect, store_path
 
     for run, meta in collect(ns.runs, cfg, progress=not ns.quiet).items():
         speed = meta.get("tokens_per_second")

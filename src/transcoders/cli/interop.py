@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from ..dictionary.names import FORMATS, IMPORT_FORMATS
-from .common import add_command
+from .common import add_command, loading
 
 
 def _export(ns: argparse.Namespace) -> int:
-    from ..dictionary.interop import export_runs
-    from ..dictionary.runs import run_dirs
+    with loading(ns):
+        from ..dictionary.interop import export_runs
+        from ..dictionary.runs import run_dirs
 
     for path in export_runs(run_dirs([ns.run]), ns.to, Path(ns.dir)):
         print(f"wrote {path}")
@@ -19,7 +20,8 @@ def _export(ns: argparse.Namespace) -> int:
 
 
 def _import(ns: argparse.Namespace) -> int:
-    from ..dictionary.interop import import_folder
+    with loading(ns):
+        from ..dictionary.interop import import_folder
 
     for path in import_folder(Path(ns.src), Path(ns.out), fmt=ns.format, model=ns.model, overwrite=ns.overwrite):
         print(f"wrote {path}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..flags import add_dataclass_args, config_from
 from ..interp.config import DEFAULT_LLM, InterpConfig
-from .common import add_command, add_quiet
+from .common import add_command, add_quiet, loading
 
 
 def _ci(v) -> str:
@@ -17,7 +17,8 @@ def _ci(v) -> str:
 
 def _interp(ns: argparse.Namespace) -> int:
     cfg = config_from(ns, InterpConfig)
-    from ..interp import run_interp
+    with loading(ns):
+        from ..interp import run_interp
 
     for run, res in run_interp(ns.runs, cfg, progress=not ns.quiet).items():
         print(f"{run}:")
@@ -81,9 +82,10 @@ def add_interp(sub: argparse._SubParsersAction) -> None:
 
 
 def _concepts(ns: argparse.Namespace) -> int:
-    from ..data.corpus import read_texts
-    from ..interp import concepts
-    from ..paths import atomic_write_json
+    with loading(ns):
+        from ..data.corpus import read_texts
+        from ..interp import concepts
+        from ..paths import atomic_write_json
 
     pos = [t for t, _ in read_texts(ns.positive, ns.text_column, what="--positive")]
     neg = [t for t, _ in read_texts(ns.negative, ns.text_column, what="--negative")]

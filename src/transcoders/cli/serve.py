@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_command
+from .common import add_command, loading
 
 
 def _serve(ns: argparse.Namespace) -> int:
-    from ..viewer import make_server, new_token
+    with loading(ns):
+        from ..viewer import make_server, new_token
 
     token = new_token() if ns.token == "auto" else (ns.token or None)  # make_server refuses a public host without one
     server = make_server(ns.runs_dir, ns.host, ns.port, token, verbose=ns.verbose)

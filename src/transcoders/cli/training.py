@@ -9,7 +9,7 @@ from pathlib import Path
 from ..flags import add_dataclass_args, config_from
 from ..sweeps.config import TUNE_FILE, TUNE_PLOT, SweepGrid, TuneTarget
 from ..training.config import TrainConfig
-from .common import add_command, add_quiet
+from .common import add_command, add_quiet, loading
 
 SWEEP_AXES = {"kind", "k", "l1", "target_l0", "width"}  # TrainConfig fields a sweep's grid sets
 TUNE_AXES = {"k", "l1", "target_l0"}  # TrainConfig fields tune chooses
@@ -17,7 +17,8 @@ TUNE_AXES = {"k", "l1", "target_l0"}  # TrainConfig fields tune chooses
 
 def _train(ns: argparse.Namespace) -> int:
     cfg = None if ns.resume else config_from(ns, TrainConfig)  # argument errors before the heavy imports
-    from ..training import read_train_config, train
+    with loading(ns):
+        from ..training import read_train_config, train
 
     if cfg is None:
         cfg = read_train_config(ns.resume)
@@ -32,8 +33,9 @@ def _train(ns: argparse.Namespace) -> int:
 
 def _sweep(ns: argparse.Namespace) -> int:
     base, grid = config_from(ns, TrainConfig, SWEEP_AXES), config_from(ns, SweepGrid)
-    from ..dictionary import runs as R
-    from ..sweeps import run_sweep
+    with loading(ns):
+        from ..dictionary import runs as R
+        from ..sweeps import run_sweep
 
     run_sweep(base, grid, progress=not ns.quiet)
     out = Path(base.out)
@@ -77,7 +79,8 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
 def _tune(ns: argparse.Namespace) -> int:
     base, aim = config_from(ns, TrainConfig, TUNE_AXES), config_from(ns, TuneTarget)
     aim.metric()  # exactly one target, within reach: said before the heavy imports
-    from ..sweeps import run_tune
+    with loading(ns):
+        from ..sweeps import run_tune
 
     rec = run_tune(base, aim, progress=not ns.quiet)
     key, target = rec["target"]["metric"], rec["target"]["value"]
