@@ -39,7 +39,7 @@ from ..paths import atomic_replace_dir, atomic_write_bytes, atomic_write_json
 from .io import load_dictionary, save_dictionary
 from .module import Dictionary, DictionaryConfig
 from .names import FORMATS, IMPORT_FORMATS
-from .runs import layer_dir, train_settings
+from .runs import layer_dir, refuse_clt, train_settings
 
 SAELENS_CFG, SAELENS_WEIGHTS = "cfg.json", "sae_weights.safetensors"
 SPARSIFY_WEIGHTS = "sae.safetensors"  # EleutherAI sparsify: {save_dir}/{run}/{hookpoint}/cfg.json + sae.safetensors
@@ -276,6 +276,7 @@ def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionar
 def export_runs(run_dirs: list[Path], fmt: str, out: Path) -> list[Path]:
     """Write ``run_dirs`` in format ``fmt`` under ``out``; returns what was written."""
     dicts = [load_dictionary(r) for r in run_dirs]
+    refuse_clt(run_dirs, [d.cfg for d in dicts], "export")
     if fmt == "circuit-tracer":
         return [export_circuit_tracer(dicts, out)]
     if fmt == "saelens":

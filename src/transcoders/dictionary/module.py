@@ -56,11 +56,21 @@ class DictionaryConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown dictionary kind {self.kind!r}: use one of {', '.join(KINDS)}")
+        if self.kind == "clt" and self.d_out != len(self.targets) * self.d_in:
+            raise ValueError(f"a cross-layer transcoder's decoder writes d_model = {self.d_in} to each of its target "
+                             f"layers {self.targets}: d_out must be {len(self.targets) * self.d_in}, not {self.d_out}")
         uses_k = activation(self.activation).uses_k  # ValueError for an unknown activation
         if uses_k and (self.k is None or not 0 < self.k <= self.width):
             raise ValueError(f"{self.activation} needs 0 < k <= width, got k={self.k}, width={self.width}")
         if not uses_k:
             self.k = None
+
+    @property
+    def targets(self) -> list[int]:
+        """The layers whose MLP output this dictionary writes: its own, and for one layer of a cross-layer
+        transcoder (kind ``clt``) every later layer of the CLT as well, its decoder ``[width, len(targets) *
+        d_model]`` being one block per target layer, in this order."""
+        return list(self.extra.get("targets", [self.layer]))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -238,9 +248,14 @@ class Dictionary(nn.Module):
         return y.reshape(*shape, self.cfg.d_out)
 
     # -------------------------------------------------------- normalisation
+    def decoder_blocks(self) -> torch.Tensor:
+        """``W_dec`` as ``[width, len(targets), d_model]``: what each feature writes to each target layer."""
+        return self.W_dec.reshape(self.width, len(self.cfg.targets), -1)
+
     @torch.no_grad()
-    def fold_scales(self, in_scale: float, out_scale: float) -> None:
-        """Make a dictionary trained on ``x·in_scale → y·out_scale`` work on raw activations.
+    def fold_scales(self, in_scale: float, out_scale: float | torch.Tensor) -> None:
+        """Make a dictionary trained on ``x·in_scale → y·out_scale`` work on raw activations (``out_scale`` a
+        number, or ``[d_out]`` where each target layer of a cross-layer transcoder has its own).
 
         Codes are unchanged (the encoder absorbs ``in_scale``), so L0 and feature
         identities are the same before and after folding.

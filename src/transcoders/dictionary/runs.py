@@ -221,6 +221,14 @@ class Runs:
         return [load_dictionary(r, expect_model=expect_model, device=device) for r in self.dirs]
 
 
+def refuse_clt(dirs: list[Path], configs: list[DictionaryConfig], what: str) -> None:
+    """Cross-layer transcoders are trained, but nothing reads them yet: say so rather than misread one."""
+    clt = [d for d, c in zip(dirs, configs) if c.kind == "clt"]
+    if clt:
+        raise CheckpointError(f"{clt[0]} is one layer of a cross-layer transcoder, which can be trained but not yet "
+                              f"read by anything else: to {what} runs, give per-layer transcoders or SAEs")
+
+
 def open_runs(paths: Iterable[str | os.PathLike], *, one_per_layer: bool = False, what: str = "use") -> Runs:
     """Open run folders (a set stands for its runs) for one command. Every run must belong to one model; with
     ``one_per_layer`` no two may replace the same layer. ``what`` names the command in the errors."""
@@ -228,6 +236,7 @@ def open_runs(paths: Iterable[str | os.PathLike], *, one_per_layer: bool = False
     if not dirs:
         raise CheckpointError("no runs given")
     configs = [read_config(r) for r in dirs]
+    refuse_clt(dirs, configs, what)
     models = sorted({c.model for c in configs})
     if len(models) != 1:
         raise CheckpointError(f"runs were trained on different models {models}: {what} them separately")

@@ -36,6 +36,9 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
     """``(name, config)`` for every point of the grid; names are the run folders' names."""
     kinds = [k.strip() for k in grid.kinds.split(",") if k.strip()]
     for k in kinds:
+        if k == "clt":
+            raise TranscodersError("a sweep evaluates every run, and cross-layer transcoders cannot be evaluated yet: "
+                                   "train one with `transcoders train --kind clt`")
         if k not in KINDS and k not in SAE_SITES:
             raise TranscodersError(f"unknown kind {k!r} in --kinds: use {', '.join(KINDS + tuple(SAE_SITES))}")
     axis: list[tuple[str, float]]

@@ -90,7 +90,7 @@ def run_tune(base: TrainConfig, t: TuneTarget, *, progress: bool = True, lm: Loa
     proxy = replace(base, tokens=t.proxy_tokens, cache_activations=base.cache_activations or str(out / R.ACTIVATIONS_DIR))
     s = _Search(proxy, t, lm, progress)
 
-    width = base.width or base.expansion * d_model
+    width = base.dictionary_width(d_model)
     while True:  # 1. the ladder, widening until a rung reaches the target
         rows = s.probe(width, ladder)
         ok = [v for v, r in zip(ladder, rows) if s.reaches(r)]

@@ -23,7 +23,9 @@ class TrainConfig:
                       "share one model pass")
     out: str = opt("runs/transcoder", "run folder to create (with several layers: a set folder holding layer_NN/ runs)")
     kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a learned linear "
-                    "skip path), sae (autoencodes --sae-site)", choices=KINDS)
+                    "skip path), sae (autoencodes --sae-site), clt (a cross-layer transcoder over --layers: each "
+                    "layer's features read its MLP input and write to its own and every later layer's MLP output, "
+                    "all trained together; training only so far)", choices=KINDS)
     sae_site: str = opt("mlp-out", "what an SAE reconstructs: mlp-out (the paper's fidelity baseline) or mlp-in (its "
                         "interpretability baseline)", choices=("mlp-out", "mlp-in"))
     activation: str = opt("topk", "topk (the k largest per token; L0 = k), batchtopk (k x batch largest per batch; L0 "
@@ -36,7 +38,8 @@ class TrainConfig:
                            "fixed); --l1 is then only the starting point")
     jumprelu_bandwidth: float = opt(1e-3, "jumprelu: width of the straight-through window for the threshold gradients "
                                     "(normalised units)")
-    expansion: int = opt(8, "width = expansion x d_model (ignored when --width is given)")
+    expansion: int = opt(0, "width = expansion x d_model, ignored when --width is given (0: 8, or 2 for a clt, whose "
+                         "decoders grow with the number of layers they write to)")
     width: int = opt(0, "number of features (0: use --expansion)")
     tokens: int = opt(2_000_000, "training tokens (special tokens excluded)")
     batch_size: int = opt(1024, "tokens per optimiser step")
@@ -76,6 +79,10 @@ class TrainConfig:
         if self.dtype == "auto":
             return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
         return getattr(torch, self.dtype)
+
+    def dictionary_width(self, d_model: int) -> int:
+        """Features per dictionary (per layer of a CLT): ``--width``, else ``--expansion`` (or its default) × d_model."""
+        return self.width or (self.expansion or (2 if self.kind == "clt" else 8)) * d_model
 
     @property
     def sparsity_coefficient(self) -> float:

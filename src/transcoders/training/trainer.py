@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -31,6 +32,7 @@ from ..distributed import Group
 from ..errors import CheckpointError, ModelError, RunExistsError, TrainingDivergedError, TranscodersError
 from ..models import LoadedModel, load_model, model_layer_count
 from ..paths import atomic_write_bytes, atomic_write_json
+from .clt import check_clt_memory, clt_init_from_data, clt_out_scale, clt_step, clt_targets
 from .config import TrainConfig, parse_layers
 
 
@@ -203,15 +205,16 @@ class Trainer:
 
     def dictionary_config(self, layer: int) -> DictionaryConfig:
         a = self.lm.adapter
-        width = self.cfg.width or self.cfg.expansion * a.d_model
+        width = self.cfg.dictionary_width(a.d_model)
         hin, hout = hook_names(layer)
         if self.cfg.kind == "sae":
             hin = hout = hout if self.cfg.sae_site == "mlp-out" else hin
+        targets = clt_targets(layer, self.layers) if self.cfg.kind == "clt" else [layer]
         return DictionaryConfig(
-            d_in=a.d_model, d_out=a.d_model, width=width, kind=self.cfg.kind,
+            d_in=a.d_model, d_out=a.d_model * len(targets), width=width, kind=self.cfg.kind,
             activation=self.cfg.activation, k=self.cfg.k,
             model=self.lm.name, model_type=self.lm.model.config.model_type, layer=layer,
-            hook_in=hin, hook_out=hout,
+            hook_in=hin, hook_out=hout, extra={"targets": targets} if self.cfg.kind == "clt" else {},
         )
 
     def _new_state(self, layer: int) -> LayerState:
@@ -231,6 +234,8 @@ class Trainer:
     def init_from_data(self, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Scales to unit mean squared norm, then the dictionary starts from the normalised data (biases, and
         JumpReLU thresholds for about the target L0, else k, active features)."""
+        if self.cfg.kind == "clt":
+            return clt_init_from_data(self.states, pairs, l0=self.cfg.target_l0 or self.cfg.k)
         for layer, st in self.states.items():
             x, y = st.dictionary.cfg.pick(*pairs[layer])
             x, y = x[:65536].float(), y[:65536].float()
@@ -342,9 +347,12 @@ class Trainer:
                 lr = lr_at(self.step, self.total_steps, self.cfg)
                 l1 = l1_at(self.step, self.total_steps, self.cfg)
                 stats = {}
+                if self.cfg.kind == "clt":  # one joint step: each layer's output is read from every layer below
+                    stats = clt_step(self.states, pairs, lr, l1, self.cfg)
                 for layer, st in self.states.items():
-                    x, y = st.dictionary.cfg.pick(*pairs[layer])
-                    stats[layer] = st.step(x[self.part], y[self.part], lr, l1, self.cfg)
+                    if self.cfg.kind != "clt":
+                        x, y = st.dictionary.cfg.pick(*pairs[layer])
+                        stats[layer] = st.step(x[self.part], y[self.part], lr, l1, self.cfg)
                     if self.step >= int(self.cfg.l1_warmup * self.total_steps):
                         st.steer_l1(stats[layer]["l0"], self.cfg, self.step / self.total_steps)
                 self.step += 1
@@ -381,7 +389,11 @@ class Trainer:
             for layer in self.layers:
                 d = Dictionary(self.dictionary_config(layer), device="cpu")
                 d.load_state_dict({k.split("/", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{layer}/dict/")})
-                d.fold_scales(layers[str(layer)]["in_scale"], layers[str(layer)]["out_scale"])
+                out_scale: float | torch.Tensor = layers[str(layer)]["out_scale"]
+                if d.cfg.kind == "clt":  # each target block in its own layer's units
+                    out_scale = clt_out_scale(d.cfg.targets, {int(m): v["out_scale"] for m, v in layers.items()},
+                                              d.cfg.d_in)
+                d.fold_scales(layers[str(layer)]["in_scale"], out_scale)
                 save_dictionary(d, self.run_dir(layer))
             (self.out / CHECKPOINT_FILE).unlink(missing_ok=True)
         self.group.barrier()
@@ -513,6 +525,9 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
     if not resume:  # everything is checked: only now is a run folder created (or an old one replaced)
         out = _on_main(group, lambda: prepare_out(cfg, overwrite=overwrite))
     chunk = chunk_tokens(cfg, len(layers), lm.adapter.d_model)
+    if cfg.kind == "clt":
+        check_clt_memory(cfg.dictionary_width(lm.adapter.d_model), lm.adapter.d_model, len(layers),
+                         device_memory(device), reserved=chunk * len(layers) * 2 * lm.adapter.d_model * 4 + (1 << 30))
     if chunk < cfg.chunk_tokens and progress:
         print(f"transcoders: {len(layers)} layers: shuffle buffer of {chunk:,} tokens (not {cfg.chunk_tokens:,}) "
               f"to keep it under {CHUNK_BUDGET >> 30} GiB", file=sys.stderr)
@@ -521,6 +536,13 @@ def train(cfg: TrainConfig, *, overwrite: bool = False, resume: bool = False, pr
                               forward_batch=cfg.forward_batch, seed=cfg.seed, cache_dir=cfg.cache_activations or None,
                               group=group, owners=owners)
     return Trainer(cfg, lm, source, layers, out, group=group, device=device).run(progress=progress)
+
+
+def device_memory(device: str) -> int:
+    """Bytes of memory a run may plan on: the GPU's, or 85% of this machine's RAM (the rest: the OS, Python)."""
+    if str(device).startswith("cuda"):
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    return int(0.85 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def _on_main(group: Group, fn, then_all: bool = False):
@@ -545,6 +567,8 @@ def _on_main(group: Group, fn, then_all: bool = False):
 
 
 def _check_distributed(cfg: TrainConfig, group: Group) -> None:
+    if cfg.kind == "clt":
+        raise TranscodersError("a cross-layer transcoder trains in one process for now: run it without torchrun")
     if cfg.cache_activations:
         raise TranscodersError("--cache-activations does not work under torchrun yet: drop it (each rank harvests its "
                                "share of every chunk, so the model pass is already divided between the ranks)")
