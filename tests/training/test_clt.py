@@ -107,7 +107,6 @@ def test_a_clt_resumes_to_the_uninterrupted_result(clt_run, tiny_model_dir, tiny
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["eval", "{set}"], "cross-layer transcoder"),
     (["features", "{set}"], "cross-layer transcoder"),
     (["export", "{set}", "--to", "saelens", "{tmp}/x"], "cross-layer transcoder"),
     (["circuit", "--set", "{set}", "--prompt", "the king"], "not a transcoder"),

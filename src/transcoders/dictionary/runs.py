@@ -222,21 +222,25 @@ class Runs:
 
 
 def refuse_clt(dirs: list[Path], configs: list[DictionaryConfig], what: str) -> None:
-    """Cross-layer transcoders are trained, but nothing reads them yet: say so rather than misread one."""
+    """Cross-layer transcoders are trained and evaluated, but other commands do not read them yet: say so rather
+    than misread one."""
     clt = [d for d, c in zip(dirs, configs) if c.kind == "clt"]
     if clt:
-        raise CheckpointError(f"{clt[0]} is one layer of a cross-layer transcoder, which can be trained but not yet "
-                              f"read by anything else: to {what} runs, give per-layer transcoders or SAEs")
+        raise CheckpointError(f"{clt[0]} is one layer of a cross-layer transcoder, which can be trained and evaluated "
+                              f"but not yet read by other commands: to {what} runs, give per-layer transcoders or SAEs")
 
 
-def open_runs(paths: Iterable[str | os.PathLike], *, one_per_layer: bool = False, what: str = "use") -> Runs:
+def open_runs(paths: Iterable[str | os.PathLike], *, one_per_layer: bool = False, what: str = "use",
+              clt: bool = False) -> Runs:
     """Open run folders (a set stands for its runs) for one command. Every run must belong to one model; with
-    ``one_per_layer`` no two may replace the same layer. ``what`` names the command in the errors."""
+    ``one_per_layer`` no two may replace the same layer. ``what`` names the command in the errors. A command that
+    reads cross-layer transcoders says so (``clt``); the others refuse them."""
     dirs = run_dirs(paths)
     if not dirs:
         raise CheckpointError("no runs given")
     configs = [read_config(r) for r in dirs]
-    refuse_clt(dirs, configs, what)
+    if not clt:
+        refuse_clt(dirs, configs, what)
     models = sorted({c.model for c in configs})
     if len(models) != 1:
         raise CheckpointError(f"runs were trained on different models {models}: {what} them separately")

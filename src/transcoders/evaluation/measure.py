@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..data.activations import special_token_ids
 from ..data.packing import load_split
 from ..dictionary import Dictionary
+from ..dictionary.clt import blocks, check_whole_clt, reconstruct
 from ..dictionary.runs import METRICS_FILE, open_runs
 from ..models import LoadedModel, load_model, patch_mlp
 from ..models.hooks import first_input, start_at
@@ -118,7 +119,8 @@ def evaluate(
     cfg = replace(cfg or EvalConfig(), **settings)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    opened = open_runs(runs, one_per_layer=cfg.together, what="evaluate")
+    opened = open_runs(runs, one_per_layer=cfg.together, what="evaluate", clt=True)
+    check_whole_clt(opened.configs, "evaluate")
     lm = lm or load_model(opened.model)
     dicts = opened.load(expect_model=lm.name)
     for d in dicts:
@@ -155,9 +157,12 @@ class _Evaluation:
         self.lm, self.dicts, self.groups, self.ids, self.batch = lm, dicts, groups, ids, batch
         self.layers = [d.cfg.layer for d in dicts]
         self.all_layers = sorted(set(self.layers))
+        # a cross-layer transcoder: a group replaces its layers' MLP outputs, each read from every CLT layer below
+        self.clt = any(d.cfg.kind == "clt" for d in dicts)
         self.layer_sets = sorted({self.group_layers(g) for g in groups})
         # the blocks whose clean input is recorded (per batch) for the edited passes to start from
-        self.starts = sorted({ls[0] for ls in self.layer_sets if ls[0] > 0}) if reuse else []
+        self.starts = sorted({ls[0] for ls in self.layer_sets if ls[0] > 0} | ({self.all_layers[0]} - {0} if self.clt
+                             else set())) if reuse else []
         self.resid: list[dict[int, torch.Tensor]] = []
         self.tuple_output = False  # what the model's blocks return (a one-tuple before transformers 4.54)
         self.special = torch.tensor(sorted(special_token_ids(lm.tokenizer)), dtype=torch.long)
@@ -180,7 +185,7 @@ class _Evaluation:
     def start(self, b: int, layers: tuple[int, ...]) -> tuple[int, torch.Tensor, bool] | None:
         """Where an edited pass of batch ``b`` that changes ``layers`` can start: its lowest layer, from the
         clean pass's recording (None: from the embeddings)."""
-        low = layers[0]
+        low = self.all_layers[0] if self.clt else layers[0]  # a CLT's lower layers write into the replaced ones
         return (low, self.resid[b][low], self.tuple_output) if low in self.starts else None
 
     def run(self, progress: bool) -> None:
@@ -213,15 +218,19 @@ class _Evaluation:
                                 self.ce_clean, valid)
         bar.update()
         for gi, g in enumerate(self.groups):
-            edits = {self.layers[i]: _splicer(self.dicts[i], keep, self.lm.adapter.mlp(self.layers[i])) for i in g}
+            if self.clt:
+                edits = _clt_splicers(self.dicts, set(self.group_layers(g)), keep)
+            else:
+                edits = {self.layers[i]: _splicer(self.dicts[i], keep, self.lm.adapter.mlp(self.layers[i])) for i in g}
             lp_spl = _forward(self.lm, ids, edits, self.ce_spliced[gi], valid, self.start(b, self.group_layers(g)))
             kl = (lp_clean.exp() * (lp_clean - lp_spl)).sum(-1)
             self.kl_sum[gi] += kl[valid].sum().item()
             bar.update()
+        recon = reconstruct(self.dicts, {L: rec[L][0][keep] for L in self.all_layers}) if self.clt else {}
         for d, acc in zip(self.dicts, self.accs):
             x, y = (t[keep] for t in d.cfg.pick(*rec[d.cfg.layer]))
             z = d.encode(x)
-            acc.add(y, d.decode(z, x), z)
+            acc.add(y, recon[d.cfg.layer] if self.clt else d.decode(z, x), z)
         return rec
 
     def ablations(self, b, ids, keep, valid, means: dict[int, torch.Tensor], bar) -> None:
@@ -312,6 +321,31 @@ def _splicer(d: Dictionary, keep: torch.Tensor, mlp: torch.nn.Module):
         return torch.where(keep[..., None], new.to(mlp_out.dtype), mlp_out)
 
     return fn
+
+
+def _clt_splicers(dicts: list[Dictionary], replaced: set[int], keep: torch.Tensor) -> dict:
+    """Edits that replace the MLP outputs of the ``replaced`` layers by a cross-layer transcoder's reconstruction:
+    every CLT layer up to the highest replaced one reads its MLP input in this forward and adds its blocks for the
+    replaced layers to what they will output (the forward reaches them later)."""
+    pending: dict[int, torch.Tensor] = {}
+    first, top = min(d.cfg.layer for d in dicts), max(replaced)
+
+    def make(d: Dictionary):
+        layer = d.cfg.layer
+
+        def fn(mlp_in: torch.Tensor, mlp_out: torch.Tensor) -> torch.Tensor:
+            if layer == first:
+                pending.clear()  # a new forward
+            for m, y in blocks(d, d(mlp_in.to(d.W_enc.dtype))).items():
+                if m in replaced:
+                    pending[m] = y if m not in pending else pending[m] + y
+            if layer not in replaced:
+                return mlp_out
+            return torch.where(keep[..., None], pending.pop(layer).to(mlp_out.dtype), mlp_out)
+
+        return fn
+
+    return {d.cfg.layer: make(d) for d in dicts if d.cfg.layer <= top}
 
 
 def _ablator(value: torch.Tensor | None, keep: torch.Tensor):

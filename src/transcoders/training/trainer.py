@@ -214,7 +214,8 @@ class Trainer:
             d_in=a.d_model, d_out=a.d_model * len(targets), width=width, kind=self.cfg.kind,
             activation=self.cfg.activation, k=self.cfg.k,
             model=self.lm.name, model_type=self.lm.model.config.model_type, layer=layer,
-            hook_in=hin, hook_out=hout, extra={"targets": targets} if self.cfg.kind == "clt" else {},
+            hook_in=hin, hook_out=hout,
+            extra={"targets": targets, "clt_layers": list(self.layers)} if self.cfg.kind == "clt" else {},
         )
 
     def _new_state(self, layer: int) -> LayerState:
