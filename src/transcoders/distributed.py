@@ -25,6 +25,7 @@ A ground-floor module: the activation source (``data``) and the trainer (``train
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -35,6 +36,11 @@ import torch.distributed as dist
 # Collectives wait this long for the slowest rank (rank 0 writing a multi-GB checkpoint while the others wait;
 # NCCL's default of 10 minutes would abort the job mid-write).
 TIMEOUT = timedelta(hours=2)
+
+
+def _destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @dataclass
@@ -59,6 +65,9 @@ class Group:
             backend = "nccl"
         if not dist.is_initialized():
             dist.init_process_group(backend, timeout=TIMEOUT)
+            # torch asks for this before exit: without it a rank's backend threads can outlive the interpreter's
+            # shutdown and abort it ("terminate called without an active exception"), failing a finished job
+            atexit.register(_destroy)
         cpu_group = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else None
         return cls(dist.get_rank(), dist.get_world_size(), device, cpu_group), device
 

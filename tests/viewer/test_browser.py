@@ -262,17 +262,63 @@ def test_graph_page_has_a_legend_labelled_logits_and_a_panel_in_view(browser, se
         drawn = page.locator("#graph-svg circle.node[fill='#f08c00']").count()
         assert logits and page.locator("#graph-svg .logit-label").count() == drawn > 0
         assert "%" in page.locator("#graph-svg .logit-label").first.text_content()
-        page.fill("#prune", "0")  # every node drawn: still no two overlap
-        page.dispatch_event("#prune", "input")
-        circles = page.evaluate("""[...document.querySelectorAll('#graph-svg circle.node')].map(
-            c => [+c.getAttribute('cx'), +c.getAttribute('cy'), +c.getAttribute('r')])""")
-        assert len(circles) == len(doc["nodes"])
-        for i, (x1, y1, r1) in enumerate(circles):
-            for x2, y2, r2 in circles[i + 1:]:
-                assert (x1 - x2) ** 2 + (y1 - y2) ** 2 >= (r1 + r2) ** 2 - 1e-6, ((x1, y1), (x2, y2))
+        assert_no_two_nodes_overlap(page, len(doc["nodes"]))
         rows = page.locator("#graph-svg text").all_text_contents()
         n_layers = 1 + max(int(n["layer"]) for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder")
         assert f"L{n_layers}" not in rows  # no block rows past the model's last layer
+    finally:
+        ctx.close()
+
+
+def assert_no_two_nodes_overlap(page, n_nodes: int) -> None:
+    """With pruning off every node is drawn, and no two circles overlap."""
+    page.fill("#prune", "0")
+    page.dispatch_event("#prune", "input")
+    circles = page.evaluate("""[...document.querySelectorAll('#graph-svg circle.node')].map(
+        c => [+c.getAttribute('cx'), +c.getAttribute('cy'), +c.getAttribute('r')])""")
+    assert len(circles) == n_nodes
+    circles.sort()
+    for i, (x1, y1, r1) in enumerate(circles):
+        for x2, y2, r2 in circles[i + 1:]:
+            if x2 - x1 > r1 + r2:  # sorted by x: nothing further right can touch this one
+                break
+            assert (x1 - x2) ** 2 + (y1 - y2) ** 2 >= (r1 + r2) ** 2 - 1e-6, ((x1, y1), (x2, y2))
+
+
+def test_a_real_default_model_graph_has_no_overlapping_nodes_and_names_its_logits(browser, server, runs_root):
+    """The default model (SmolLM2-135M, 30 layers) on "The capital of France is", with (random) transcoders at
+    every layer: hundreds of feature nodes, every one drawn clear of the others, each logit labelled."""
+    import sys
+    from pathlib import Path
+
+    from transcoders.circuits import Replacement
+    from transcoders.circuits.api import CircuitConfig, run_circuit
+    from transcoders.models import load_model
+    from transcoders.models.named import NAMED_MODELS
+
+    if not (NAMED_MODELS["default"].installed or NAMED_MODELS["default"].converted):
+        pytest.skip("the default model is not installed here (`transcoders models --install default`)")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "circuits"))
+    from circuit_helpers import random_set
+
+    lm = load_model("default")
+    out = runs_root / "smol" / "graphs" / "france.json"
+    cfg = CircuitConfig(set=str(runs_root / "smol"), prompt="The capital of France is", mode="graph", out=str(out))
+    _, _, doc = run_circuit(cfg, rep=Replacement(lm, random_set(lm, width=256, k=8, skip_layers=())))
+    feats = [n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder"]
+    assert len(feats) > 100 and len({n["layer"] for n in feats}) > 20
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    try:
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/#/graph/smol%2Fgraphs%2Ffrance.json")
+        page.wait_for_selector("#graph-svg circle.node")
+        assert_no_two_nodes_overlap(page, len(doc["nodes"]))
+        logits = [n for n in doc["nodes"] if n["feature_type"] == "logit"]
+        labels = page.locator("#graph-svg .logit-label").all_text_contents()
+        assert len(labels) == len(logits) > 1 and all("%" in t for t in labels)
+        assert any("Paris" in t for t in labels), labels  # the model's top guess, named on the graph
+        box = page.locator("#node-info").bounding_box()
+        assert box["x"] + box["width"] <= 1280 and box["y"] < 800
     finally:
         ctx.close()
 
