@@ -303,7 +303,8 @@ def test_a_real_default_model_graph_has_no_overlapping_nodes_and_names_its_logit
 
     lm = load_model("default")
     out = runs_root / "smol" / "graphs" / "france.json"
-    cfg = CircuitConfig(set=str(runs_root / "smol"), prompt="The capital of France is", mode="graph", out=str(out))
+    cfg = CircuitConfig(set=str(runs_root / "smol"), prompt="The capital of France is", mode="graph", out=str(out),
+                        node_threshold=1.0, edge_threshold=1.0)  # unpruned: every node the page can draw
     _, _, doc = run_circuit(cfg, rep=Replacement(lm, random_set(lm, width=256, k=8, skip_layers=())))
     feats = [n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder"]
     assert len(feats) > 100 and len({n["layer"] for n in feats}) > 20
