@@ -107,7 +107,6 @@ def test_a_clt_resumes_to_the_uninterrupted_result(clt_run, tiny_model_dir, tiny
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["features", "{set}"], "cross-layer transcoder"),
     (["export", "{set}", "--to", "saelens", "{tmp}/x"], "cross-layer transcoder"),
     (["circuit", "--set", "{set}", "--prompt", "the king"], "not a transcoder"),
 ])
@@ -130,3 +129,27 @@ def test_a_clt_that_would_not_fit_in_memory_is_refused_with_what_would():
         check_clt_memory(4608, 576, 30, ram, buffer)
     assert TrainConfig(kind="clt").dictionary_width(576) == 1152  # the CLT's default width
     assert TrainConfig().dictionary_width(576) == 4608 and TrainConfig(width=100).dictionary_width(576) == 100
+
+
+def test_a_clts_dashboards_data_and_scores_read_its_layers(clt_run, tiny_model_dir, tiny_corpus):
+    """`transcoders features` and `interp` take a CLT like a set; a feature's logit effects are those of everything
+    it writes, summed over the layers it writes to (the tiny model has no post-MLP norm)."""
+    import json
+    import sqlite3
+
+    from transcoders.features import FeaturesConfig, collect, store_path
+    from transcoders.interp import InterpConfig, run_interp
+
+    lm = load_model(tiny_model_dir)
+    collect(clt_run, FeaturesConfig(tokens=32 * 8, corpus=tiny_corpus, top=4, samples=4), lm=lm, progress=False)
+    d = load_dictionary(clt_run[0])  # layer 0 writes to layers 0, 1 and 2
+    con = sqlite3.connect(store_path(clt_run[0]))
+    fid, top = con.execute("SELECT id, top_logits FROM features WHERE top_logits IS NOT NULL ORDER BY id").fetchone()
+    con.close()
+    a = lm.adapter
+    written = d.decoder_blocks()[fid].sum(0)  # [d_model]: the three blocks together
+    final = a.norm_params(a.final_norm())
+    logits = (written * final.gain) @ a.unembed().float()
+    assert [t for t, _ in json.loads(top)][:5] == logits.topk(5).indices.tolist()
+    res = run_interp(clt_run, InterpConfig(scores="weights", features=8), progress=False)
+    assert all(r["weights"]["features"] > 0 for r in res.values())

@@ -10,7 +10,8 @@ the input), so a score is exact up to one positive factor per norm: read the ran
 
 A dictionary reading the MLP input (``blocks.L.mlp.in``, the normalised residual stream) has the pre-MLP norm's
 gain folded into its encoder; one writing the MLP output has any post-MLP norm's gain (Gemma 2/3) folded into
-its decoder. Every decoder row is treated as a residual-stream direction.
+its decoder. Every decoder row is treated as a residual-stream direction; a cross-layer transcoder's row, one
+block per layer it writes to, as the sum of its blocks (each reaches the unembedding along the residual stream).
 """
 
 from __future__ import annotations
@@ -54,8 +55,16 @@ def encoder_directions(adapter: Adapter, d: Dictionary, idx: Tensor | list[int] 
 
 
 def decoder_directions(adapter: Adapter, d: Dictionary, idx: Tensor | list[int] | None = None) -> Tensor:
-    """``[n, d_model]``: what the features write into the residual stream."""
+    """``[n, d_model]``: what the features write into the residual stream (a cross-layer transcoder's features:
+    the sum of what they write at each layer they write to, each block through that layer's post-MLP norm)."""
     W = _rows(d.W_dec, idx)
+    if d.cfg.kind == "clt":
+        blocks = W.reshape(W.shape[0], len(d.cfg.targets), -1)
+        out = torch.zeros(W.shape[0], blocks.shape[-1])
+        for j, m in enumerate(d.cfg.targets):
+            post = adapter.mlp_out_norm(m)
+            out += write_through(blocks[:, j], None if post is None else adapter.norm_params(post))
+        return out
     post = adapter.mlp_out_norm(d.cfg.layer) if d.cfg.hook_out.endswith("mlp.out") else None
     return write_through(W, None if post is None else adapter.norm_params(post))
 

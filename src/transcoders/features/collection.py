@@ -152,7 +152,7 @@ def collect(runs: Sequence[str | Path], cfg: FeaturesConfig, *, lm: LoadedModel 
     """Fill ``features.sqlite`` in each run folder; returns each store's meta."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    opened = open_runs(runs, what="collect")
+    opened = open_runs(runs, what="collect", clt=True)
     # the forward stops at the highest layer read: only the blocks up to it are built (the unembedding stays)
     if lm is None:
         _say(progress, f"loading {opened.model} (blocks 0-{max(opened.layers)})...")

@@ -45,7 +45,7 @@ def concepts(runs: Sequence[str | Path], positive: Sequence[str], negative: Sequ
     """The ``top`` features of each run that best separate ``positive`` from ``negative`` texts."""
     if len(positive) < 1 or len(negative) < 1:
         raise InterpError("concepts need at least one positive and one negative text")
-    opened = open_runs(runs, what="rank")
+    opened = open_runs(runs, what="rank", clt=True)
     lm = lm or load_model(opened.model, n_layers=max(opened.layers) + 1)
     dicts = opened.load(expect_model=lm.name)
     texts = list(positive) + list(negative)

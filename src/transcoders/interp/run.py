@@ -61,7 +61,7 @@ def run_interp(runs: Sequence[str | Path], cfg: InterpConfig, *, llm: LLM | None
         for r in dirs:
             open_store(r).close()  # a missing store is reported before any model loads
     if {"probing", "absorption", "weights"} & set(scores):
-        opened = open_runs(dirs, what="score")
+        opened = open_runs(dirs, what="score", clt=True)
         model = lm or load_model(opened.model, n_layers=max(opened.layers) + 1)
         dicts = opened.load(expect_model=model.name)
         if "weights" in scores:
