@@ -153,3 +153,10 @@ def test_a_clts_dashboards_data_and_scores_read_its_layers(clt_run, tiny_model_d
     assert [t for t, _ in json.loads(top)][:5] == logits.topk(5).indices.tolist()
     res = run_interp(clt_run, InterpConfig(scores="weights", features=8), progress=False)
     assert all(r["weights"]["features"] > 0 for r in res.values())
+    from transcoders.interp import concepts
+    from transcoders.viewer import data as D
+
+    found = concepts(clt_run, ["the king and the queen"] * 3, ["a ship on the sea"] * 3, top=3, lm=lm, progress=False)
+    assert set(found) == set(clt_run) and all(len(v) == 3 for v in found.values())
+    page = D.feature_page(clt_run[0].parent.parent, f"{clt_run[0].parent.name}/layer_00", fid)
+    assert page["top_logits"][0]["id"] == int(logits.argmax()) and page["similar"]["decoder"]
