@@ -8,6 +8,9 @@ REQUEST keys (each optional):
   the tokenizer's ids for each text, its special ids, and the logits for "ids" (to "out": "{i}.logits");
 - "load": {"set", "inputs", "out"}: ``load_transcoders(config.yaml as a dict)``; per layer, the activation function
   circuit-tracer built and its codes and outputs for "inputs" (tensor "x"; to "out": "{layer}.codes"/"{layer}.out");
+- "load_clt": {"set", "inputs", "out"}: a cross-layer transcoder folder loaded the way ``ReplacementModel.from_pretrained``
+  loads a local one (``load_transcoder_from_hub``, which reads a folder with ``config.yaml`` as a cached set); its
+  activation function, and its codes and reconstruction for "inputs" (tensor "x" [n_layers, n_pos, d_model]);
 - "attribute": {"model", "set", "ids", "out", "json_dir", "slug", "max_feature_nodes", "batch_size", "node_threshold",
   "edge_threshold"}:
   ``ReplacementModel.from_pretrained(model, set, backend="nnsight")`` and ``attribute`` on the token ids; writes the
@@ -69,6 +72,22 @@ if "load" in request:
     reply["load"] = {"class": type(tset).__name__, "activations": layers, "d_transcoder": tset.d_transcoder,
                      "input_hook": tset.feature_input_hook, "output_hook": tset.feature_output_hook,
                      "scan": tset.scan, "warnings": warned}
+
+if "load_clt" in request:
+    from circuit_tracer.utils.hf_utils import load_transcoder_from_hub
+
+    job = request["load_clt"]
+    (clt, config), warned = caught(lambda: load_transcoder_from_hub(job["set"], device=torch.device("cpu"),
+                                                                    dtype=torch.float32, lazy_decoder=False))
+    x = load_file(job["inputs"])["x"]  # [n_layers, n_pos, d_model]: each layer's MLP input
+    with torch.no_grad():
+        z = clt.encode(x)
+        save_file({"codes": z.contiguous(), "out": clt.decode(z).contiguous()}, job["out"])
+    act = clt.activation_function
+    reply["load_clt"] = {"class": type(clt).__name__, "activation": getattr(act, "__name__", type(act).__name__),
+                         "n_layers": clt.n_layers, "d_transcoder": clt.d_transcoder, "model_kind": config["model_kind"],
+                         "input_hook": clt.feature_input_hook, "output_hook": clt.feature_output_hook,
+                         "scan": clt.scan, "warnings": warned}
 
 if "attribute" in request:
     from circuit_tracer import ReplacementModel, attribute

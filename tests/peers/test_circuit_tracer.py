@@ -78,6 +78,43 @@ def test_exported_sets_load_in_circuit_tracer_and_compute_our_codes(peers, tiny)
                 torch.testing.assert_close(got[f"{layer}.out"], tset[layer](x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("activation", ["batchtopk", "relu"])
+def test_an_exported_clt_loads_in_circuit_tracer_computes_ours_and_imports_back(peers, tiny, tiny_corpus, activation):
+    """Our cross-layer transcoder in circuit-tracer's CLT layout: it loads as a CrossLayerTranscoder with the
+    activation we trained (BatchTopK as its exact JumpReLU), and its codes and every layer's reconstruction, from
+    all the layers' inputs at once, are ours; imported back, it is the same CLT."""
+    from transcoders.dictionary.clt import reconstruct
+    from transcoders.dictionary.interop import import_folder
+
+    root, model, _ = tiny
+    runs = train(TrainConfig(model=model, corpus=tiny_corpus, layers="all", kind="clt", activation=activation, k=4,
+                             l1=1e-3 if activation == "relu" else 0, out=str(root / f"clt-{activation}"), **TINY),
+                 progress=False)
+    (folder,) = export_runs(runs, "circuit-tracer", root / f"ct-clt-{activation}")
+    x = torch.randn(len(runs), 12, 32)
+    save_file({"x": x}, str(root / "clt-x.safetensors"))
+    reply = peers.run("circuit-tracer", "circuit_tracer_check.py", {"load_clt": {
+        "set": str(folder.resolve()), "inputs": str(root / "clt-x.safetensors"), "out": str(root / "clt-out.safetensors")}})
+    got, load = load_file(str(root / "clt-out.safetensors")), reply["load_clt"]
+    assert load["warnings"] == [] and load["class"] == "CrossLayerTranscoder" and load["model_kind"] == "cross_layer_transcoder"
+    assert load["n_layers"] == len(runs) and load["activation"] == ("JumpReLU" if activation == "batchtopk" else "relu")
+    assert (load["input_hook"], load["output_hook"]) == ("mlp.hook_in", "mlp.hook_out")
+    from transcoders.dictionary import load_dictionary
+
+    dicts = [load_dictionary(r) for r in runs]
+    with torch.no_grad():
+        ours = reconstruct(dicts, {i: x[i] for i in range(len(runs))})
+        for i, d in enumerate(dicts):
+            torch.testing.assert_close(got["codes"][i], d.encode(x[i]), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(got["out"][i], ours[i], rtol=1e-5, atol=1e-5)
+        back = [load_dictionary(r) for r in import_folder(folder, root / f"back-{activation}")]
+        assert [d.cfg.kind for d in back] == ["clt"] * len(runs)
+        again = reconstruct(back, {i: x[i] for i in range(len(runs))})
+        for i, d in enumerate(back):
+            torch.testing.assert_close(d.encode(x[i]), dicts[i].encode(x[i]), rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(again[i], ours[i], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["jumprelu", "relu-skip"])
 def test_circuit_tracers_attribution_graph_is_ours(peers, tiny, name):
     root, model, sets = tiny

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save
 from ..errors import CheckpointError, RunExistsError
 from ..models.named import DEFAULT_HF_ID
 from ..paths import atomic_replace_dir, atomic_write_bytes, atomic_write_json
+from .clt import blocks, check_whole_clt
 from .io import load_dictionary, save_dictionary
 from .module import Dictionary, DictionaryConfig
 from .names import FORMATS, IMPORT_FORMATS
@@ -203,15 +204,12 @@ def export_circuit_tracer(dicts: list[Dictionary], out: Path, scan: str = "") ->
     kinds = {d.cfg.kind for d in dicts}
     if "sae" in kinds:
         raise CheckpointError("circuit-tracer loads transcoders, not SAEs: export SAEs with --to saelens")
+    if "clt" in kinds:
+        return export_circuit_tracer_clt(dicts, out, scan)
     widths = {d.width for d in dicts}
     if len(widths) != 1:
         raise CheckpointError(f"circuit-tracer needs one width for all layers, these runs have {sorted(widths)}")
-    forms = {d.cfg.layer: d.inference_form() for d in dicts}
-    if any(f.name not in CT_FORMS for f in forms.values()):
-        # circuit-tracer 0.5.0 reads neither `activation: topk` nor `k`: it would build a ReLU from these tensors
-        raise CheckpointError("circuit-tracer 0.5.0 has no TopK transcoders and would load this set as ReLU: use "
-                              "a --activation batchtopk (exported as an exact JumpReLU), jumprelu or relu set for "
-                              "circuit-tracer; every transcoders command takes the TopK set as it is")
+    forms = _ct_forms(dicts)
     layers = sorted(forms)
     if layers != list(range(layers[-1] + 1)):
         raise CheckpointError(f"circuit-tracer needs a transcoder for every layer from 0 up (these runs have layers "
@@ -236,6 +234,87 @@ def export_circuit_tracer(dicts: list[Dictionary], out: Path, scan: str = "") ->
     return out
 
 
+def _ct_forms(dicts: list[Dictionary]) -> dict:
+    """Each layer's inference form, checked to be one circuit-tracer builds (a one-line error otherwise)."""
+    forms = {d.cfg.layer: d.inference_form() for d in dicts}
+    if any(f.name not in CT_FORMS for f in forms.values()):
+        # circuit-tracer 0.5.0 reads neither `activation: topk` nor `k`: it would build a ReLU from these tensors
+        raise CheckpointError("circuit-tracer 0.5.0 has no TopK transcoders and would load this set as ReLU: use "
+                              "a --activation batchtopk (exported as an exact JumpReLU), jumprelu or relu set for "
+                              "circuit-tracer; every transcoders command takes the TopK set as it is")
+    return forms
+
+
+def export_circuit_tracer_clt(dicts: list[Dictionary], out: Path, scan: str = "") -> Path:
+    """A cross-layer transcoder in circuit-tracer's layout: per layer i, ``W_enc_{i}.safetensors`` (``W_enc_{i}``
+    [F, d], ``b_enc_{i}``, ``b_dec_{i}`` [d] and for JumpReLU ``threshold_{i}`` [F]) and ``W_dec_{i}.safetensors``
+    (``W_dec_{i}`` [F, n − i, d]), with a ``config.yaml`` of ``model_kind: cross_layer_transcoder``. circuit-tracer
+    keeps one decoder bias per target layer: ours (one per source layer and target block) are summed into it."""
+    check_whole_clt([d.cfg for d in dicts], "export")
+    dicts = sorted(dicts, key=lambda d: d.cfg.layer)
+    n = len(dicts)
+    if [d.cfg.layer for d in dicts] != list(range(n)):
+        raise CheckpointError(f"circuit-tracer's CLTs start at layer 0 and cover every layer: this one has layers "
+                              f"{[d.cfg.layer for d in dicts]}; train it with `--layers all`")
+    if len({d.width for d in dicts}) != 1:
+        raise CheckpointError("circuit-tracer needs one width for every layer of a CLT")
+    forms = _ct_forms(dicts)
+    out.mkdir(parents=True, exist_ok=True)
+    b_dec = torch.zeros(n, dicts[0].cfg.d_in)
+    for d in dicts:
+        for m, b in blocks(d, d.b_dec.detach()).items():
+            b_dec[m] += b
+    for d in dicts:
+        i = d.cfg.layer
+        enc = {f"W_enc_{i}": d.W_enc.detach().contiguous(), f"b_enc_{i}": d.b_enc.detach().clone(),
+               f"b_dec_{i}": b_dec[i].clone()}
+        threshold = forms[i].threshold
+        if threshold is not None:
+            enc[f"threshold_{i}"] = threshold.expand(d.width).contiguous()
+        meta = {"transcoders_config": json.dumps(d.cfg.to_dict())}
+        atomic_write_bytes(out / f"W_enc_{i}.safetensors", save(enc, metadata=meta))
+        atomic_write_bytes(out / f"W_dec_{i}.safetensors", save({f"W_dec_{i}": d.decoder_blocks().detach().contiguous()}))
+    cfg = {"model_kind": "cross_layer_transcoder", "model_name": hub_name(dicts[0].cfg.model),
+           "feature_input_hook": CT_MLP_IN, "feature_output_hook": CT_MLP_OUT, "scan": scan or out.resolve().name}
+    atomic_write_bytes(out / CT_CONFIG, yaml.safe_dump(cfg, sort_keys=False).encode())
+    return out
+
+
+def import_circuit_tracer_clt(src: Path, cfg: dict, model: str | None = None) -> list[Dictionary]:
+    """A circuit-tracer cross-layer transcoder as one dictionary of kind ``clt`` per layer; its per-target decoder
+    bias goes to the target layer's own block."""
+    n = len(list(src.glob("W_enc_*.safetensors")))
+    if not n:
+        raise CheckpointError(f"{src} says it holds a cross-layer transcoder but has no W_enc_*.safetensors")
+    out = []
+    for i in range(n):
+        try:
+            enc, dec = load_file(str(src / f"W_enc_{i}.safetensors")), load_file(str(src / f"W_dec_{i}.safetensors"))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{src}: layer {i} of the CLT is missing or corrupt ({str(e).splitlines()[0]})") from None
+        W_dec = dec[f"W_dec_{i}"]
+        width, d_model = enc[f"W_enc_{i}"].shape
+        if W_dec.shape != (width, n - i, d_model):
+            raise CheckpointError(f"{src}: W_dec_{i} has shape {tuple(W_dec.shape)}, not {(width, n - i, d_model)}")
+        ours = _our_config(src / f"W_enc_{i}.safetensors")
+        act = "jumprelu" if f"threshold_{i}" in enc else "relu"
+        dcfg = DictionaryConfig(
+            d_in=d_model, d_out=(n - i) * d_model, width=width, kind="clt", activation=act, k=None,
+            model=model or ours.get("model") or our_model(cfg.get("model_name")), model_type=ours.get("model_type", ""),
+            layer=i, hook_in=f"blocks.{i}.mlp.in", hook_out=f"blocks.{i}.mlp.out",
+            extra={"targets": list(range(i, n)), "clt_layers": list(range(n)), "imported_from": "circuit-tracer",
+                   "source": str(src)},
+        )
+        b_dec = torch.zeros((n - i) * d_model)
+        b_dec[:d_model] = enc[f"b_dec_{i}"]
+        tensors = {"W_enc": enc[f"W_enc_{i}"], "b_enc": enc[f"b_enc_{i}"], "W_dec": W_dec.reshape(width, -1),
+                   "b_dec": b_dec.to(W_dec.dtype)}
+        if act == "jumprelu":
+            tensors["threshold"] = enc[f"threshold_{i}"]
+        out.append(_build(dcfg, tensors, src))
+    return out
+
+
 def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionary]:
     cfg: dict = {}
     if (src / CT_CONFIG).exists():
@@ -243,6 +322,8 @@ def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionar
             cfg = yaml.safe_load((src / CT_CONFIG).read_text()) or {}
         except yaml.YAMLError as e:
             raise CheckpointError(f"{src / CT_CONFIG} is not valid YAML ({str(e).splitlines()[0]})") from None
+    if cfg.get("model_kind") == "cross_layer_transcoder" or (src / "W_enc_0.safetensors").exists():
+        return import_circuit_tracer_clt(src, cfg, model)
     files = sorted(src.glob("layer_*.safetensors"), key=lambda p: int(re.findall(r"\d+", p.stem)[0]))
     if not files:
         raise CheckpointError(f"{src} holds no layer_*.safetensors: not a circuit-tracer transcoder folder")
@@ -276,7 +357,8 @@ def import_circuit_tracer(src: Path, model: str | None = None) -> list[Dictionar
 def export_runs(run_dirs: list[Path], fmt: str, out: Path) -> list[Path]:
     """Write ``run_dirs`` in format ``fmt`` under ``out``; returns what was written."""
     dicts = [load_dictionary(r) for r in run_dirs]
-    refuse_clt(run_dirs, [d.cfg for d in dicts], "export")
+    if fmt != "circuit-tracer":
+        refuse_clt(run_dirs, [d.cfg for d in dicts], f"export to {fmt}")
     if fmt == "circuit-tracer":
         return [export_circuit_tracer(dicts, out)]
     if fmt == "saelens":
@@ -291,7 +373,7 @@ def detect_format(src: Path) -> str:
         return "sparsify"
     if (src / SAELENS_CFG).exists():
         return "saelens"
-    if (src / CT_CONFIG).exists() or any(src.glob("layer_*.safetensors")):
+    if (src / CT_CONFIG).exists() or any(src.glob("layer_*.safetensors")) or (src / "W_enc_0.safetensors").exists():
         return "circuit-tracer"
     if any(src.glob(f"*/{SAELENS_CFG}")):
         return "saelens"
