@@ -5,10 +5,11 @@
 
 Both train on the same activations: the model pass runs once, into an on-disk activation cache
 (`--cache-activations`), before either is timed, so the figures compare training alone. Each variant then trains in
-its own process (one after the other, never together), which reports its wall time and its peak memory (ru_maxrss).
-Printed: training tokens/s of each (tokens per second of wall time, the cache read included), the CLT's speed as a
-fraction of the set's, and each one's peak memory, with the CLT's weights and Adam state from the formula
-(`training/clt.py`). Same total width: --expansion x d_model features per layer in both.
+its own process (one after the other, never together), which reports the time of its training loop (the sum of the
+`sec` column of its train log: batches read from the cache and optimiser steps; not loading the model or the first
+batch) and its peak memory (ru_maxrss). Printed: training tokens/s of each, the CLT's speed as a fraction of the
+set's, and each one's peak memory, with the CLT's weights and Adam state from the formula (`training/clt.py`). Same
+total width: --expansion x d_model features per layer in both.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import time
 from pathlib import Path
 
 CHILD = """
-import json, resource, sys, time
+import json, resource, sys
+from pathlib import Path
 from transcoders.training import TrainConfig, train
 cfg = TrainConfig(**json.loads(sys.argv[1]))
-t0 = time.perf_counter()
 train(cfg, progress=False)
-print(json.dumps({"seconds": time.perf_counter() - t0, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+log = [json.loads(line) for line in (Path(cfg.out) / "train_log.jsonl").read_text().splitlines()]
+print(json.dumps({"seconds": sum(e["sec"] for e in log), "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
 """
 
 
