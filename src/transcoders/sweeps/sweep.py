@@ -37,8 +37,8 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
     kinds = [k.strip() for k in grid.kinds.split(",") if k.strip()]
     for k in kinds:
         if k == "clt":
-            raise TranscodersError("a sweep evaluates every run, and cross-layer transcoders cannot be evaluated yet: "
-                                   "train one with `transcoders train --kind clt`")
+            raise TranscodersError("sweeps and tune do not take cross-layer transcoders yet: train one with "
+                                   "`transcoders train --kind clt` and evaluate it with `transcoders eval`")
         if k not in KINDS and k not in SAE_SITES:
             raise TranscodersError(f"unknown kind {k!r} in --kinds: use {', '.join(KINDS + tuple(SAE_SITES))}")
     axis: list[tuple[str, float]]
