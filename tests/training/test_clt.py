@@ -109,12 +109,14 @@ def test_a_clt_resumes_to_the_uninterrupted_result(clt_run, tiny_model_dir, tiny
 @pytest.mark.parametrize("argv, says", [
     (["export", "{set}", "--to", "saelens", "{tmp}/x"], "cross-layer transcoder"),
     (["circuit", "--set", "{set}", "--prompt", "the king"], "not a transcoder"),
+    (["sweep", "--kinds", "clt", "--layers", "1", "--out", "{tmp}/sweep"], "sweeps and tune do not take"),
 ])
 def test_commands_that_do_not_read_clts_yet_say_so(clt_run, capsys, tmp_path, argv, says):
     set_dir = clt_run[0].parent
     code = main([a.format(set=set_dir, tmp=tmp_path) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0 and len(err) == 1 and says in err[0], err
+    assert not (tmp_path / "sweep").exists()  # nothing written
 
 
 def test_a_clt_that_would_not_fit_in_memory_is_refused_with_what_would():
