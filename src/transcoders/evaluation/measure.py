@@ -161,8 +161,8 @@ class _Evaluation:
         self.clt = any(d.cfg.kind == "clt" for d in dicts)
         self.layer_sets = sorted({self.group_layers(g) for g in groups})
         # the blocks whose clean input is recorded (per batch) for the edited passes to start from
-        self.starts = sorted({ls[0] for ls in self.layer_sets if ls[0] > 0} | ({self.all_layers[0]} - {0} if self.clt
-                             else set())) if reuse else []
+        lows = {self.all_layers[0]} if self.clt else {ls[0] for ls in self.layer_sets}
+        self.starts = sorted(low for low in lows if low > 0) if reuse else []
         self.resid: list[dict[int, torch.Tensor]] = []
         self.tuple_output = False  # what the model's blocks return (a one-tuple before transformers 4.54)
         self.special = torch.tensor(sorted(special_token_ids(lm.tokenizer)), dtype=torch.long)

@@ -70,11 +70,10 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
 def run_sweep(base: TrainConfig, grid: SweepGrid, *, progress: bool = True, lm: LoadedModel | None = None) -> dict:
     """Train (or resume, or skip) every run of the grid, evaluate all of them, write the report."""
     out = Path(base.out)
-    grid_configs(base, grid)  # a bad grid is said before anything is written
-    out.mkdir(parents=True, exist_ok=True)
     if not base.cache_activations:
         base = replace(base, cache_activations=str(out / R.ACTIVATIONS_DIR))
-    configs = grid_configs(base, grid)
+    configs = grid_configs(base, grid)  # a bad grid is said before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     sweep_file = out / R.SWEEP_FILE
     record = {"train": asdict(base), "grid": asdict(grid), "runs": [name for name, _ in configs]}
     if sweep_file.exists():

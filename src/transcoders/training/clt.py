@@ -61,16 +61,12 @@ def clt_init_from_data(states: dict, pairs: dict[int, tuple[torch.Tensor, torch.
     """Per-layer scales to unit mean squared norm; each layer's decoder bias starts at the mean of its own target
     (the later blocks at 0, so no layer's bias is counted twice), its encoder centred on its mean input."""
     for layer, st in states.items():
-        x, y = pairs[layer]
-        x, y = x[:65536].float(), y[:65536].float()
+        x, y = (t[:65536].float() for t in pairs[layer])
         st.in_scale = float(1.0 / x.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
         st.out_scale = float(1.0 / y.pow(2).sum(-1).mean().sqrt().clamp_min(1e-12))
-    for layer, st in states.items():
-        d = st.dictionary
-        x, y = pairs[layer][0][:65536].float() * st.in_scale, pairs[layer][1][:65536].float() * st.out_scale
-        flat = torch.zeros(y.shape[0], d.cfg.d_out)
-        flat[:, : y.shape[1]] = y
-        d.init_from_data(x, flat, l0=l0)
+        flat = torch.zeros(y.shape[0], st.dictionary.cfg.d_out)
+        flat[:, : y.shape[1]] = y * st.out_scale
+        st.dictionary.init_from_data(x * st.in_scale, flat, l0=l0)
 
 
 def clt_step(states: dict, pairs: dict[int, tuple[torch.Tensor, torch.Tensor]], lr: float, l1: float,

@@ -575,9 +575,8 @@ def list_graphs(root: Path) -> list[dict]:
     return sorted(out, key=lambda g: -g["mtime"])
 
 
-def graph(root: Path, rel: str) -> dict:
-    """A graph JSON, each feature node with the run holding its transcoder (``run``, for its feature page) and its
-    index in that run (``feature_index``; ``feature`` is circuit-tracer's pairing of layer and index)."""
+def _graph_file(root: Path, rel: str) -> tuple[Path, dict]:
+    """A graph JSON file of the runs folder and its document; a 4xx for anything else."""
     path = resolve(root, rel)
     if path.suffix != ".json" or not path.is_file():
         raise BadRequest(f"{rel!r} is not a graph JSON file", 404)
@@ -585,6 +584,13 @@ def graph(root: Path, rel: str) -> dict:
         doc = GJ.read_json(path)
     except TranscodersError as e:
         raise BadRequest(str(e)) from None
+    return path, doc
+
+
+def graph(root: Path, rel: str) -> dict:
+    """A graph JSON, each feature node with the run holding its transcoder (``run``, for its feature page) and its
+    index in that run (``feature_index``; ``feature`` is circuit-tracer's pairing of layer and index)."""
+    path, doc = _graph_file(root, rel)
     set_dir = R.set_of_graph(path)
     runs: dict[int, str | None] = {}
     for node in doc["nodes"]:
@@ -610,14 +616,7 @@ MAX_SUPERNODE_NAME = 80
 def save_graph_view(root: Path, body: dict) -> dict:
     """Save pinned nodes and named supernodes with a graph, in its ``qParams`` (where circuit-tracer and Neuronpedia
     keep them: ``pinnedIds``, ``supernodes`` as ``[[name, node_id, ...], ...]``); the file is replaced atomically."""
-    rel = _field(body, "path", str)
-    path = resolve(root, rel)
-    if path.suffix != ".json" or not path.is_file():
-        raise BadRequest(f"{rel!r} is not a graph JSON file", 404)
-    try:
-        doc = GJ.read_json(path)
-    except TranscodersError as e:
-        raise BadRequest(str(e)) from None
+    path, doc = _graph_file(root, _field(body, "path", str))
     ids = {str(n["node_id"]) for n in doc["nodes"]}
     pinned = _field(body, "pinnedIds", list, [])
     groups = _field(body, "supernodes", list, [])
@@ -694,6 +693,13 @@ BUILD_TOKENS = 65536
 _BUILDS: dict[Path, dict] = {}
 
 
+def _set_runs(folder: Path) -> list[Path]:
+    try:
+        return R.run_dirs([folder])
+    except TranscodersError as e:
+        raise BadRequest(str(e)) from None
+
+
 def build_features(root: Path, body: dict) -> dict:
     """Start `transcoders features SET` for a whole set (one pass for every layer) on the held-out split of the
     corpus it was trained on; :func:`build_status` says how far it got. A set already being built is left be."""
@@ -701,10 +707,7 @@ def build_features(root: Path, body: dict) -> dict:
     tokens = _field(body, "tokens", int, BUILD_TOKENS)
     if not 256 <= tokens <= 10_000_000:
         raise BadRequest("tokens must be between 256 and 10,000,000")
-    try:
-        runs = R.run_dirs([folder])
-    except TranscodersError as e:
-        raise BadRequest(str(e)) from None
+    runs = _set_runs(folder)
     trained = R.train_settings(runs[0]) or {}
     cfg = FeaturesConfig(tokens=tokens, corpus=trained.get("corpus", "default"),
                          text_column=trained.get("text_column", "text"), commit_every=5.0)
@@ -732,10 +735,7 @@ def build_status(root: Path, rel: str) -> dict:
     """How far a set's dashboards' data is: the fewest tokens any of its runs' stores has read, and the job's
     state (``running``, ``error``) when the viewer started one."""
     folder = resolve(root, rel)
-    try:
-        runs = R.run_dirs([folder])
-    except TranscodersError as e:
-        raise BadRequest(str(e)) from None
+    runs = _set_runs(folder)
     done = []
     for r in runs:
         path = S.store_path(r)
