@@ -12,16 +12,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
 
 import pytest
 import torch
-from circuit_helpers import random_set, scaled_tiny_lm
+from circuit_helpers import replacement_for
 from tiny_models import KINDS, VOCAB
 
 from transcoders.circuits import Replacement
 
+# a cross-layer transcoder on a sequential family with biases, one with post-MLP norms, and a parallel one
+CLT_KINDS = ["llama+clt", "gemma2+clt", "gpt_neox-parallel+clt"]
 
-@pytest.fixture(params=KINDS)
+
+@pytest.fixture(params=KINDS + CLT_KINDS)
 def rep(request) -> Replacement:
-    lm = scaled_tiny_lm(request.param)
-    return Replacement(lm, random_set(lm))
+    return replacement_for(request.param)
 
 
 @pytest.fixture

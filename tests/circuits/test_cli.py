@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from circuit_helpers import random_set
+from circuit_helpers import random_clt, random_set
 
 from transcoders.cli import main
 from transcoders.dictionary import save_dictionary
@@ -21,6 +21,35 @@ def set_dir(tmp_path_factory, tiny_model_dir):
         tc.cfg.model = tiny_model_dir
         save_dictionary(tc, out / f"layer_{L:02d}")
     return out
+
+
+@pytest.fixture(scope="module")
+def clt_dir(tmp_path_factory, tiny_model_dir):
+    lm = load_model(tiny_model_dir)
+    out = tmp_path_factory.mktemp("clt")
+    for L, tc in random_clt(lm).transcoders.items():
+        tc.cfg.model = tiny_model_dir
+        save_dictionary(tc, out / f"layer_{L:02d}")
+    return out
+
+
+def test_every_circuit_command_takes_a_cross_layer_transcoder(clt_dir, tmp_path, capsys):
+    prompt = ["--prompt", "the king sees a ship"]
+    assert main(["circuit", "--set", str(clt_dir), *prompt, "--mode", "graph", "--target", "logit:#5", "--quiet",
+                 "--out", str(tmp_path / "g.json")]) == 0
+    assert "replacement score" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert [n for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder"]
+    assert main(["circuit", "--set", str(clt_dir), *prompt, "--depth", "2", "--branches", "4", "--quiet"]) == 0
+    assert "strongest paths" in capsys.readouterr().out
+    assert main(["connections", "--set", str(clt_dir), "--feature", "2:3", "--top", "3"]) == 0
+    assert "pullback onto layer 1" in capsys.readouterr().out
+    assert main(["intervene", "--set", str(clt_dir), *prompt, "--zero", "0:*", "--target", "logit:#5"]) == 0
+    assert "edited" in capsys.readouterr().out
+    # part of a CLT is no replacement of its MLPs: refused in one line
+    assert main(["circuit", "--set", str(clt_dir / "layer_01"), *prompt]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "whole cross-layer transcoder" in err and "\n" not in err
 
 
 def test_circuit_paths_and_graph(set_dir, tmp_path, capsys):

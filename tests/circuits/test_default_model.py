@@ -1,6 +1,7 @@
 """Exactness on the real default model (SmolLM2-135M-Instruct) with a real, if briefly trained, transcoder set for
-all 30 layers: contributions add up to real pre-activations and logits, every backward row adds up to its target,
-edges equal perturbations of the frozen model, and path attributions read back from the residual stream."""
+all 30 layers, and with a cross-layer transcoder over all 30 (layer 0's features write to every MLP): contributions
+add up to real pre-activations and logits, every backward row adds up to its target, edges equal perturbations of
+the frozen model, and path attributions read back from the residual stream."""
 
 from __future__ import annotations
 
@@ -21,15 +22,17 @@ pytestmark = pytest.mark.slow
 PROMPT = "The war lasted from the year 1732 to the year 17"
 
 
-@pytest.fixture(scope="module")
-def fp(tmp_path_factory):
+@pytest.fixture(scope="module", params=["transcoder", "clt"])
+def fp(tmp_path_factory, request):
     out = tmp_path_factory.mktemp("set") / "set"
     lm = load_model("default")
-    cfg = TrainConfig(layers="all", tokens=4096, width=1152, k=16, batch_size=512, chunk_tokens=4096, ctx_len=64,
-                      out=str(out), dead_tokens=10**9)
+    clt = request.param == "clt"
+    cfg = TrainConfig(layers="all", tokens=4096, width=256 if clt else 1152, k=16, batch_size=512, chunk_tokens=4096,
+                      ctx_len=64, out=str(out), dead_tokens=10**9, kind=request.param)
     train(cfg, progress=False, lm=lm)
     rep = Replacement(lm, TranscoderSet.load(out))
-    assert rep.tset.layers == list(range(30))
+    assert rep.tset.layers == list(range(30)) and rep.tset.is_clt == clt
+    assert rep.tset.targets(0) == (list(range(30)) if clt else [0])
     return rep.trace(PROMPT)[0]
 
 
@@ -69,11 +72,14 @@ def test_contributions_and_edges_add_up(fp):
         return torch.stack([out["pre"][t.layer][t.pos, t.feature] if t.kind == "feature" else
                             out["logits"][t.pos, t.tokens[0]] - out["logits"][t.pos, t.tokens[1]] for t in targets])
 
-    t3 = fp.layers[3]
-    j = int((t3.acts_pos == fp.n_tokens - 2).nonzero()[0, 0])
-    z = t3.dense_acts(rep.tset[3].width)
-    z[t3.acts_pos[j], t3.acts_idx[j]] *= 2
-    assert rel_close(read(fp.forward(acts={3: z})) - read(base), edges.features[3][:, j], 1e-4 * float(values.abs().max()))
+    for L in (0, 3, 15):  # a CLT's layer-0 features write into all 30 MLP outputs
+        t = fp.layers[L]
+        j = int((t.acts_pos == fp.n_tokens - 2).nonzero()[0, 0])
+        z = t.dense_acts(rep.tset[L].width)
+        z[t.acts_pos[j], t.acts_idx[j]] *= 2
+        moved = read(fp.forward(acts={L: z})) - read(base)
+        assert moved.abs().max() > 0
+        assert rel_close(moved, edges.features[L][:, j], 1e-4 * float(values.abs().max()))
     e = fp.layers[5].error.clone()
     e[4] *= 2
     assert rel_close(read(fp.forward(errors={5: e})) - read(base), edges.errors[:, 5, 4], 1e-4 * float(values.abs().max()))

@@ -6,9 +6,8 @@ import json
 
 import pytest
 import torch
-from circuit_helpers import random_set, scaled_tiny_lm
+from circuit_helpers import replacement_for
 
-from transcoders.circuits import Replacement
 from transcoders.circuits.graph import attribution_graph, influence, prune, scores
 from transcoders.circuits.graph_json import (
     attribution_graph_json,
@@ -23,10 +22,9 @@ from transcoders.circuits.targets import feature_target, logit_target, parse_tar
 from transcoders.errors import CircuitError
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt_neox-parallel", "gemma2"])
+@pytest.fixture(scope="module", params=["llama", "gpt_neox-parallel", "gemma2", "llama+clt", "gemma2+clt"])
 def fp(request):
-    lm = scaled_tiny_lm(request.param)
-    rep = Replacement(lm, random_set(lm))
+    rep = replacement_for(request.param)
     return rep.trace([torch.randint(3, 120, (10,), generator=torch.Generator().manual_seed(5))])[0]
 
 

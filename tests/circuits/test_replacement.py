@@ -66,7 +66,7 @@ def test_contributions_sum_to_the_real_pre_activation(rep: Replacement, prompts)
         # every child's vector reads its own contribution from the residual stream
         for Ls, (idx, contrib) in con.features.items():
             for i, cval in zip(idx.tolist()[:2], contrib.tolist()[:2]):
-                cv, cc = fp.feature_child(Ls, i, v, pos)
+                cv, cc = fp.feature_child(Ls, i, v, rep.mid_stage(L), pos)
                 got = float(cv @ fp.resid(rep.mid_stage(Ls))[pos]) + cc
                 assert close(got, cval, abs(real)), ("feature child", Ls, i)
         for La, grid in con.attn.items():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
-from circuit_helpers import random_set, scaled_tiny_lm
+from circuit_helpers import replacement_for
 
-from transcoders.circuits import Replacement
 from transcoders.circuits import weights as W
 from transcoders.circuits.interventions import Edit, Measure, feature_acts, intervene, parse_edit, random_edits, run_model
 from transcoders.circuits.targets import parse_target
@@ -14,10 +15,9 @@ from transcoders.dictionary import directions as FW
 from transcoders.errors import CircuitError
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2", "gemma2"])
+@pytest.fixture(scope="module", params=["llama", "gpt2", "gemma2", "llama+clt", "gemma2+clt"])
 def rep(request):
-    lm = scaled_tiny_lm(request.param)
-    return Replacement(lm, random_set(lm, skip_layers=()))
+    return replacement_for(request.param, skip_layers=())
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,7 @@ def test_logit_effects_and_pullbacks_are_direct_effects(rep, fp):
     got = torch.zeros(rep.W_U.shape[1])
     for i, s in effects.top:
         got[i] = s
-    dec = rep.tset[L].W_dec[f]
-    if fp.layers[L].mlp_out_norm is not None:
-        dec = fp.layers[L].mlp_out_norm.back(dec, pos) / fp.layers[L].mlp_out_norm.inv[pos]  # gain only
+    dec = written(rep, fp, L, pos)[f]
     frozen = torch.stack([fp.final_norm.back(rep.W_U[:, t], pos) @ dec for t in range(rep.W_U.shape[1])])
     assert proportional(got, frozen)
     pb = W.pullback(rep, 2, 3, 0, k=rep.tset[0].width)
@@ -65,15 +63,27 @@ def test_logit_effects_and_pullbacks_are_direct_effects(rep, fp):
     for i, s in pb.top:
         got[i] = s
     v, _ = fp.feature_vector(2, 3, pos)
-    dec0 = rep.tset[0].W_dec
-    if fp.layers[0].mlp_out_norm is not None:
-        dec0 = dec0 * fp.layers[0].mlp_out_norm.gain
+    dec0 = written(rep, fp, 0, pos, below=2)
     assert proportional(got, dec0 @ v)
     top = W.top_connections(rep, 0, 2, k=3)
     i, j, val = top[0]
     assert abs(val) >= abs(top[-1][2])
     full = (dec0 @ W.encoder_direction(rep, 2, j))[i]
     assert val == pytest.approx(float(full), rel=1e-4)
+
+
+def written(rep, fp, L: int, pos: int, below: int | None = None) -> torch.Tensor:
+    """``[width, d]``: what layer L's features write into the residual stream read by layer ``below``'s MLP (or the
+    logits), through each post-MLP norm's gain (its denominator at ``pos`` divided out): one decoder block per
+    MLP output written, summed (one block for a per-layer transcoder)."""
+    out = 0
+    for m in rep.tset.targets(L):
+        if below is not None and m >= below:
+            continue
+        (w,) = [w for w in rep.tset.writers(m) if w.source == L]
+        norm = fp.layers[m].mlp_out_norm
+        out = out + (w.W if norm is None else norm.back(w.W, pos) / norm.inv[pos])
+    return out
 
 
 def test_no_edit_is_the_real_model_and_a_last_layer_edit_is_exact(rep, fp):
@@ -96,9 +106,13 @@ def test_no_edit_is_the_real_model_and_a_last_layer_edit_is_exact(rep, fp):
         expected = expected + rep.b_U
     edited = run_model(rep, ids, [Edit(L, f, -1, "clamp", 5.0)]).logits
     assert torch.allclose(edited, expected, atol=1e-4 * float(expected.abs().max()))
-    # splicing the last layer's transcoder in: its output replaces the MLP's, the error is gone
+    # splicing the last layer's transcoder in: its output replaces the MLP's, the error is gone (a CLT's last
+    # layer: what every layer's features write there)
     x = fp.layers[L].mlp_in[T - 1]
-    tc_out = rep.tset[L].decode(z, x)
+    codes = {w.source: rep.tset[w.source].encode(fp.layers[w.source].mlp_in[T - 1]) for w in rep.tset.writers(L)}
+    tc_out = rep.tset.decode(L, codes, x)
+    if not rep.tset.is_clt:
+        assert torch.equal(tc_out, rep.tset[L].decode(z, x))
     write = (post(tc_out) - post(mlp_out)) if post is not None else tc_out - mlp_out
     expected = rep.adapter.final_norm()(fp.final[T - 1] + write) @ rep.W_U
     if rep.b_U is not None:
@@ -154,3 +168,60 @@ def test_edit_specs():
     for spec, op in (("3:17", "clamp"), ("3:17=1", "zero"), ("x", "zero"), ("3:17*2", "clamp")):
         with pytest.raises(CircuitError):
             parse_edit(spec, op)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_a_clt_spliced_and_edited_is_evaluations_clt(family):
+    """Interventions on a cross-layer transcoder against evaluation's own splicing of it (another implementation):
+    every MLP replaced by the CLT gives the same logits, and zeroing a layer-0 feature everywhere is the CLT with that
+    feature's decoder row removed from every block it writes (to all three layers)."""
+    from contextlib import ExitStack
+
+    from transcoders.evaluation.measure import _clt_splicers
+    from transcoders.models.hooks import patch_mlp
+
+    rep = replacement_for(f"{family}+clt")
+    ids = torch.randint(3, 120, (8,), generator=torch.Generator().manual_seed(4))
+    layers = tuple(range(rep.n_layers))
+    cap = rep.adapter.logit_softcap
+
+    def evaluations(dicts) -> torch.Tensor:
+        with ExitStack() as stack, torch.no_grad():
+            for L, fn in _clt_splicers(dicts, set(layers), torch.ones(1, ids.numel(), dtype=torch.bool)).items():
+                stack.enter_context(patch_mlp(rep.lm, L, fn))
+            return rep.lm.model(input_ids=ids[None]).logits[0, -1]
+
+    def ours(edits=()) -> torch.Tensor:
+        logits = run_model(rep, ids, list(edits), splice=layers).logits
+        return torch.tanh(logits / cap) * cap if cap else logits
+
+    dicts = list(rep.tset.transcoders.values())
+    assert len(rep.tset.targets(0)) == rep.n_layers
+    spliced = evaluations(dicts)
+    assert torch.allclose(ours(), spliced, atol=1e-5 * float(spliced.abs().max()))
+    fp = rep.trace(ids)[0]
+    f = int(fp.layers[0].acts_idx[0])
+    without = [copy.deepcopy(d) for d in dicts]
+    with torch.no_grad():
+        without[0].W_dec[f] = 0
+    removed = evaluations(without)
+    assert not torch.allclose(removed, spliced, atol=1e-3)
+    assert torch.allclose(ours([Edit(0, f, None, "zero")]), removed, atol=1e-5 * float(removed.abs().max()))
+    # in the real model (nothing spliced), the edit shifts every MLP output the feature writes to by its block
+    z0: dict[str, torch.Tensor] = {}
+
+    def shift(m: int):
+        def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            if m == 0:
+                z0["z"] = rep.tset[0].encode(x[0])[:, f]
+            (w,) = [w for w in rep.tset.writers(m) if w.source == 0]
+            return y - (z0["z"][:, None] * w.W[f])[None]
+        return fn
+
+    with ExitStack() as stack, torch.no_grad():
+        for m in layers:
+            stack.enter_context(patch_mlp(rep.lm, m, shift(m)))
+        by_hand = rep.lm.model(input_ids=ids[None]).logits[0, -1]
+    edited = run_model(rep, ids, [Edit(0, f, None, "zero")]).logits
+    edited = torch.tanh(edited / cap) * cap if cap else edited
+    assert torch.allclose(edited, by_hand, atol=1e-5 * float(by_hand.abs().max()))

@@ -78,8 +78,22 @@ def test_exported_sets_load_in_circuit_tracer_and_compute_our_codes(peers, tiny)
                 torch.testing.assert_close(got[f"{layer}.out"], tset[layer](x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def clts(tiny, tiny_corpus):
+    """A cross-layer transcoder of each activation, trained on the tiny model, and its circuit-tracer export."""
+    root, model, _ = tiny
+    out = {}
+    for activation in ("batchtopk", "relu"):
+        runs = train(TrainConfig(model=model, corpus=tiny_corpus, layers="all", kind="clt", activation=activation, k=4,
+                                 l1=1e-3 if activation == "relu" else 0, out=str(root / f"clt-{activation}"), **TINY),
+                     progress=False)
+        (folder,) = export_runs(runs, "circuit-tracer", root / f"ct-clt-{activation}")
+        out[activation] = (runs, folder)
+    return out
+
+
 @pytest.mark.parametrize("activation", ["batchtopk", "relu"])
-def test_an_exported_clt_loads_in_circuit_tracer_computes_ours_and_imports_back(peers, tiny, tiny_corpus, activation):
+def test_an_exported_clt_loads_in_circuit_tracer_computes_ours_and_imports_back(peers, tiny, clts, activation):
     """Our cross-layer transcoder in circuit-tracer's CLT layout: it loads as a CrossLayerTranscoder with the
     activation we trained (BatchTopK as its exact JumpReLU), and its codes and every layer's reconstruction, from
     all the layers' inputs at once, are ours; imported back, it is the same CLT."""
@@ -87,10 +101,7 @@ def test_an_exported_clt_loads_in_circuit_tracer_computes_ours_and_imports_back(
     from transcoders.dictionary.interop import import_folder
 
     root, model, _ = tiny
-    runs = train(TrainConfig(model=model, corpus=tiny_corpus, layers="all", kind="clt", activation=activation, k=4,
-                             l1=1e-3 if activation == "relu" else 0, out=str(root / f"clt-{activation}"), **TINY),
-                 progress=False)
-    (folder,) = export_runs(runs, "circuit-tracer", root / f"ct-clt-{activation}")
+    runs, folder = clts[activation]
     x = torch.randn(len(runs), 12, 32)
     save_file({"x": x}, str(root / "clt-x.safetensors"))
     reply = peers.run("circuit-tracer", "circuit_tracer_check.py", {"load_clt": {
@@ -130,6 +141,22 @@ def test_circuit_tracers_attribution_graph_is_ours(peers, tiny, name):
     # with BOS kept as nodes (our old default) the graphs differ: the switch is what makes them agree
     kept = attribution_graph(rep.trace(torch.tensor(ids), keep_bos=True)[0])
     assert kept.n_features > ours.n_features
+
+
+def test_circuit_tracers_attribution_graph_of_our_clt_is_ours(peers, tiny, clts):
+    """A cross-layer transcoder traced by both tools: circuit-tracer's graph of our exported CLT (every layer's
+    features writing into every later MLP) has our nodes, edges, pruning and scores."""
+    root, model, _ = tiny
+    runs, folder = clts["batchtopk"]
+    ids = [1, 20, 30, 40, 50, 60, 70]
+    reply = peers.run("circuit-tracer", "circuit_tracer_check.py", {"attribute": {
+        "model": model, "set": str(folder.resolve()), "ids": ids, "out": str(root / "clt-graph.safetensors")}})
+    assert reply["attribute"]["warnings"] == []
+    rep = Replacement(load_model(model), TranscoderSet.load(root / "clt-batchtopk"))
+    assert rep.tset.is_clt
+    ours = attribution_graph(rep.trace(torch.tensor(ids))[0])
+    compare_graphs(ours, load_file(str(root / "clt-graph.safetensors")),
+                   (reply["attribute"]["replacement"], reply["attribute"]["completeness"]))
 
 
 def test_our_viewer_opens_circuit_tracers_graph_json(peers, tiny):

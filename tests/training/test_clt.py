@@ -108,7 +108,6 @@ def test_a_clt_resumes_to_the_uninterrupted_result(clt_run, tiny_model_dir, tiny
 
 @pytest.mark.parametrize("argv, says", [
     (["export", "{set}", "--to", "saelens", "{tmp}/x"], "cross-layer transcoder"),
-    (["circuit", "--set", "{set}", "--prompt", "the king"], "not a transcoder"),
     (["sweep", "--kinds", "clt", "--layers", "1", "--out", "{tmp}/sweep"], "sweeps and tune do not take"),
 ])
 def test_commands_that_do_not_read_clts_yet_say_so(clt_run, capsys, tmp_path, argv, says):

@@ -69,39 +69,53 @@ def run_model(rep: Replacement, ids: Tensor, edits: Sequence[Edit] = (), patch_a
             raise CircuitError(f"feature {e.feature} does not exist in layer {e.layer}")
         by_layer.setdefault(e.layer, []).append(e)
     for L in splice:
-        if L not in rep.tset:
+        if not rep.tset.writers(L):
             raise CircuitError(f"the transcoder set has no layer {L} to splice in")
-        by_layer.setdefault(L, [])
     read: dict[int, Tensor] = {}
+    tset = rep.tset
+    # layers whose codes are needed: the edited ones, and every writer of a spliced MLP; hooked: those, the MLPs
+    # their edits reach (a CLT feature writes into later MLPs too) and the spliced ones
+    encode = set(by_layer) | {w.source for L in splice for w in tset.writers(L)}
+    hooked = encode | {m for L in by_layer for m in tset.targets(L)} | set(splice)
+    codes: dict[int, Tensor] = {}  # edited codes (the real ones where nothing is edited)
+    change: dict[int, Tensor] = {}  # edited minus real codes, of the edited layers
 
-    def editor(L: int, layer_edits: list[Edit]):
-        tc = rep.tset[L]
-
+    def editor(L: int):
         def fn(x: Tensor, y: Tensor) -> Tensor:
-            xf = x[0].to(tc.W_enc.dtype)
-            z = tc.encode(xf)
-            z2 = z.clone()
-            for e in layer_edits:
-                p, f = _positions(e.pos, T), slice(None) if e.feature is None else e.feature
-                if e.op == "zero":
-                    z2[p, f] = 0
-                elif e.op == "clamp":
-                    z2[p, f] = e.value
-                elif e.op == "scale":
-                    z2[p, f] = z[p, f] * e.value
-                else:  # patch
-                    assert patch_acts is not None, "patch edits need the activations to patch in"
-                    z2[p, f] = patch_acts[L][p, f]
+            xf = x[0]
+            if L in encode:
+                tc = tset[L]
+                z = tc.encode(xf.to(tc.W_enc.dtype))
+                z2 = z.clone()
+                for e in by_layer.get(L, ()):
+                    p, f = _positions(e.pos, T), slice(None) if e.feature is None else e.feature
+                    if e.op == "zero":
+                        z2[p, f] = 0
+                    elif e.op == "clamp":
+                        z2[p, f] = e.value
+                    elif e.op == "scale":
+                        z2[p, f] = z[p, f] * e.value
+                    else:  # patch
+                        assert patch_acts is not None, "patch edits need the activations to patch in"
+                        z2[p, f] = patch_acts[L][p, f]
+                codes[L] = z2
+                if L in by_layer:
+                    change[L] = z2 - z
             if L in splice:
-                return tc.decode(z2, xf).to(y.dtype)[None]
-            return y + ((z2 - z) @ tc.W_dec).to(y.dtype)[None]
+                out = tset.decode(L, codes, xf)
+                assert out is not None, "a spliced layer has writers"
+                return out.to(y.dtype)[None]
+            for w in tset.writers(L):
+                if w.source in change:
+                    y = y + (change[w.source].to(w.W.dtype) @ w.W).to(y.dtype)[None]
+            return y
 
         return fn
 
     handles = []
     with ExitStack() as stack, torch.no_grad():
-        for L, es in by_layer.items():
-            stack.enter_context(patch_mlp(lm, L, editor(L, es)))
+        for L in sorted(hooked):
+            stack.enter_context(patch_mlp(lm, L, editor(L)))
         for L in read_layers:
             handles.append(rep.adapter.mlp(L).register_forward_pre_hook(
                 lambda m, a, k, L=L: read.__setitem__(L, first_input(a, k)[0].detach().float()), with_kwargs=True))

@@ -108,7 +108,7 @@ def _children(fp: FrozenPrompt, node: PathNode, con: Contributions, per_layer: i
         if value == 0.0:
             continue
         if kind == "feature":
-            v, c = fp.feature_child(L, index, vec, pos)
+            v, c = fp.feature_child(L, index, vec, node.stage, pos)
             out.append(PathNode(Component("feature", L, index, pos), value, fp.rep.mid_stage(L), pos, v, c))
         elif kind == "attn":
             v, c = fp.attn_child(L, index, src, vec, pos)

@@ -304,24 +304,25 @@ class Replacement:
 
     def _frozen(self, rec: dict, b: int, ids: Tensor, keep_bos: bool) -> FrozenPrompt:
         T = ids.numel()
+        codes = {}
+        for L, tc in self.tset.transcoders.items():
+            codes[L] = tc.encode(rec[("mlp_in", L)][b, :T].to(tc.W_enc.dtype))
+            if not keep_bos:
+                codes[L][:1] = 0  # no feature nodes at position 0: what they write stays in its (constant) error term
         layers = []
         for L, w in enumerate(self.layers):
             g = {k: rec[(k, L)][b, :T] for k in ("resid_pre", "resid_mid", "attn_out", "mlp_in", "mlp_out")}
             pattern = rec[("pattern", L)][b, :, :T, :T]
             attn_norm = FrozenNorm.freeze(w.attn_norm, g["resid_pre"])
-            tc = self.tset.get(L)
-            if tc is None:
+            z = codes.get(L)
+            if z is None:
                 empty = torch.zeros(0, dtype=torch.long)
                 acts = (empty, empty, torch.zeros(0))
-                error = g["mlp_out"]
             else:
-                x = g["mlp_in"].to(tc.W_enc.dtype)
-                z = tc.encode(x)
-                if not keep_bos:
-                    z[:1] = 0  # no feature nodes at position 0: what they write stays in its (constant) error term
-                error = g["mlp_out"] - tc.decode(z, x).float()
                 pos, idx = z.nonzero(as_tuple=True)
                 acts = (pos, idx, z[pos, idx].float())
+            y = self.tset.decode(L, codes, g["mlp_in"])
+            error = g["mlp_out"] if y is None else g["mlp_out"] - y.float()
             layers.append(LayerTrace(
                 g["resid_pre"], g["resid_mid"], pattern, g["attn_out"], g["mlp_in"], g["mlp_out"],
                 attn_norm, FrozenNorm.freeze(w.mlp_norm, g["resid_mid"]),
@@ -440,12 +441,13 @@ class FrozenPrompt:
                 err = float(wm @ t.error[pos])
                 out.error[L] = 0.0 if pos == self.constant_pos else err
                 out.mlp_bias[L] = _const(t.mlp_out_norm, vector) + (err if pos == self.constant_pos else 0.0)
-                if tc is not None:
-                    idx, val = t.active_at(pos)
-                    out.features[L] = (idx, val * (tc.W_dec[idx].float() @ wm))
-                    out.mlp_bias[L] += float(wm @ tc.b_dec.float())
-                    if tc.W_skip is not None:
-                        out.skip[L] = float((wm @ tc.W_skip.float()) @ t.mlp_in[pos])
+                for w in rep.tset.writers(L):  # every layer whose features write into MLP L (a CLT: L and below)
+                    idx, val = self.layers[w.source].active_at(pos)
+                    c = val * (w.W[idx].float() @ wm)
+                    out.features[w.source] = (idx, c + out.features[w.source][1] if w.source in out.features else c)
+                    out.mlp_bias[L] += float(wm @ w.b.float())
+                if tc is not None and tc.W_skip is not None:
+                    out.skip[L] = float((wm @ tc.W_skip.float()) @ t.mlp_in[pos])
         return out
 
     def _ov_back(self, L: int, w: Tensor) -> Tensor:
@@ -472,10 +474,15 @@ class FrozenPrompt:
         u = self._ov_back(L, wv)[head] * t.pattern[head, pos, src]
         return t.attn_norm.back(u, src), float(t.attn_norm.const(u))
 
-    def feature_child(self, L: int, feature: int, vector: Tensor, pos: int) -> tuple[Tensor, float]:
-        """``(v, c)`` whose value is feature ``feature``'s term in :meth:`contributions` of ``vector``."""
-        t, tc = self.layers[L], self.rep.tset[L]
-        coef = float(tc.W_dec[feature].float() @ _maybe_back(t.mlp_out_norm, vector, pos))
+    def feature_child(self, L: int, feature: int, vector: Tensor, stage: int, pos: int) -> tuple[Tensor, float]:
+        """``(v, c)`` whose value is feature ``feature``'s term in :meth:`contributions` of ``vector`` read at
+        ``stage`` (a CLT feature writes into every MLP output of its targets below that stage)."""
+        rep = self.rep
+        coef = 0.0
+        for m in rep.tset.targets(L):
+            if rep.mlp_writes_into(m, stage):
+                (w,) = (w for w in rep.tset.writers(m) if w.source == L)
+                coef += float(w.W[feature].float() @ _maybe_back(self.layers[m].mlp_out_norm, vector, pos))
         v, c = self.feature_vector(L, feature, pos)
         return v * coef, c * coef
 
@@ -501,7 +508,7 @@ class FrozenPrompt:
         """
         rep, acts, delta, errors = self.rep, acts or {}, delta or {}, errors or {}
         r = self.embeds + delta.get(0, 0)
-        pre, resid = {}, {0: r}
+        pre, resid, codes = {}, {0: r}, {}
         for L, (t, lw) in enumerate(zip(self.layers, rep.layers)):
             x = t.attn_norm(r)
             v = torch.einsum("td,hde->hte", x, lw.W_V)
@@ -515,14 +522,12 @@ class FrozenPrompt:
             reads = r if rep.parallel else r_mid
             m_in = t.mlp_norm(reads)
             tc = rep.tset.get(L)
-            error = errors.get(L, t.error)
-            if tc is None:
-                out = error
-            else:
+            if tc is not None:
                 pre[L] = tc.pre_acts(m_in.to(tc.W_enc.dtype)).float()
                 z = acts.get(L, None)
-                z = t.dense_acts(tc.width) if z is None else z
-                out = tc.decode(z.to(tc.W_dec.dtype), m_in.to(tc.W_dec.dtype)).float() + error
+                codes[L] = t.dense_acts(tc.width) if z is None else z
+            y = rep.tset.decode(L, codes, m_in)
+            out = errors.get(L, t.error) + (0 if y is None else y.float())
             m = out if t.mlp_out_norm is None else t.mlp_out_norm(out)
             r = r_mid + m + delta.get(2 * L + 2, 0)
             resid[2 * L + 1], resid[2 * L + 2] = r_mid, r
@@ -547,6 +552,7 @@ class FrozenPrompt:
         bias = torch.zeros(N) if consts is None else consts.clone().float()
         feats = [torch.zeros(N, t.acts_pos.numel()) for t in self.layers]
         errors = torch.zeros(N, rep.n_layers, self.n_tokens)
+        grads: dict[int, Tensor] = {}  # [N, T, d]: the gradient at each MLP output its writers read
 
         def inject(stage: int) -> None:
             for i in by_stage.get(stage, ()):
@@ -568,20 +574,17 @@ class FrozenPrompt:
                 if self.constant_pos is not None and self.constant_pos < T:  # a constant: part of the bias
                     bias += errors[:, L, self.constant_pos]
                     errors[:, L, self.constant_pos] = 0
-            if 2 * L + 2 <= top and tc is not None:
-                keep = t.acts_pos < T
-                cols = torch.zeros(N, t.acts_pos.numel())
-                for p in range(T):
-                    sel = (t.acts_pos == p).nonzero(as_tuple=True)[0]
-                    if sel.numel():
-                        cols[:, sel] = (wm[:, p] @ tc.W_dec[t.acts_idx[sel]].float().T) * t.acts_val[sel]
-                cols[:, ~keep] = 0
-                feats[L] = cols
-                bias += wm.sum(1) @ tc.b_dec.float()
-                if tc.W_skip is not None:
+                for w in rep.tset.writers(L):
+                    bias += wm.sum(1) @ w.b.float()
+                    grads[L] = wm.clone()  # (wm may be G itself, which later targets are injected into)
+                if tc is not None and tc.W_skip is not None:
                     u = wm @ tc.W_skip.float()  # [N, T, d] in normalised-input space
                     bias += t.mlp_norm.sliced(T).const(u).sum(-1)
                     skip = t.mlp_norm.sliced(T).back(u)
+            if tc is not None and any(m in grads for m in rep.tset.targets(L)):
+                feats[L] = self._feature_columns(L, grads, T)
+            for m in [m for m in grads if min(w.source for w in rep.tset.writers(m)) >= L]:
+                del grads[m]  # no layer below writes into MLP m
             if rep.parallel:
                 inject(2 * L + 1)
                 Gp = G + self._attn_backward(L, G, T, bias)
@@ -598,6 +601,22 @@ class FrozenPrompt:
         tokens = torch.zeros(N, self.n_tokens)
         tokens[:, :T] = (G * self.embeds[:T]).sum(-1)
         return Edges(feats, errors, tokens, bias)
+
+    def _feature_columns(self, L: int, grads: dict[int, Tensor], T: int) -> Tensor:
+        """``[N, n_active_L]``: each active feature of layer L times what its decoder blocks write, read by the
+        gradients ``grads[m] [N, T, d]`` at the MLP outputs it writes into (one block, or a CLT's several)."""
+        t, tset = self.layers[L], self.rep.tset
+        ms = [m for m in tset.targets(L) if m in grads]
+        js = [tset.targets(L).index(m) for m in ms]
+        tc = tset[L]
+        blocks = tc.W_dec.view(tc.width, len(tset.targets(L)), -1)[:, js]  # [width, n_m, d]
+        g = torch.stack([grads[m] for m in ms], dim=2)  # [N, T, n_m, d]
+        cols = torch.zeros(g.shape[0], t.acts_pos.numel())
+        for p in range(T):
+            sel = (t.acts_pos == p).nonzero(as_tuple=True)[0]
+            if sel.numel():
+                cols[:, sel] = torch.einsum("nmd,kmd->nk", g[:, p], blocks[t.acts_idx[sel]].float()) * t.acts_val[sel]
+        return cols
 
     def _attn_backward(self, L: int, G: Tensor, T: int, bias: Tensor) -> Tensor:
         """Gradient at stage 2L from the gradient ``G [N, T, d]`` at the attention output; adds biases to ``bias``."""

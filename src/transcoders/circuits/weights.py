@@ -6,7 +6,8 @@ the input), so scores are exact up to one positive factor per norm: rankings are
 - :func:`deembedding`: which tokens directly excite a feature, ``W_E f̃_enc`` (the direct path from the token
   embedding), or through one attention head's OV circuit, ``W_E W_OV f̃_enc`` (a token elsewhere in the context);
 - :func:`logit_effects`: which next tokens a feature promotes and suppresses, ``f_dec W_U``;
-- :func:`pullback`: which earlier features connect most strongly to a later one, ``W_dec^(l) f̃_enc^(l')``;
+- :func:`pullback`: which earlier features connect most strongly to a later one, ``W_dec^(l) f̃_enc^(l')`` (a
+  cross-layer transcoder's: the decoder blocks written below layer l', summed);
 - :func:`top_connections`: the strongest weights between all features of two layers.
 """
 
@@ -82,7 +83,7 @@ def pullback(rep: Replacement, layer: int, feature: int, onto: int, k: int = 10)
     if onto >= layer:
         raise CircuitError(f"--onto {onto} must be an earlier layer than {layer}")
     v = encoder_direction(rep, layer, feature)
-    return _ranked(D.decoder_directions(rep.adapter, rep.tset[onto]) @ v, k)
+    return _ranked(D.decoder_directions(rep.adapter, rep.tset[onto], below=layer) @ v, k)
 
 
 def top_connections(rep: Replacement, src: int, dst: int, k: int = 20) -> list[tuple[int, int, float]]:
@@ -91,7 +92,7 @@ def top_connections(rep: Replacement, src: int, dst: int, k: int = 20) -> list[t
     _check(rep, dst)
     if src >= dst:
         raise CircuitError(f"connections run upwards: the source layer ({src}) must be below the destination ({dst})")
-    W = D.decoder_directions(rep.adapter, rep.tset[src])
+    W = D.decoder_directions(rep.adapter, rep.tset[src], below=dst)
     E = D.encoder_directions(rep.adapter, rep.tset[dst])
     M = W @ E.T  # [F_src, F_dst]
     top = M.flatten().abs().topk(min(k, M.numel())).indices

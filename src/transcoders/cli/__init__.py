@@ -22,7 +22,7 @@ EPILOG = textwrap.dedent(
       transcoders train --layers 6 --activation relu --l1 0.1 --out runs/relu6
       transcoders train --layers all --tokens 1000000 --out runs/set   # one transcoder per layer, one model pass
       transcoders train --resume runs/transcoder       # continue an interrupted run (on any number of processes)
-      transcoders train --kind clt --layers all --out runs/clt   # a cross-layer transcoder (eval, features, export)
+      transcoders train --kind clt --layers all --out runs/clt   # a cross-layer transcoder (eval, features, circuits, export)
       torchrun --nproc-per-node 8 -m transcoders train --device cuda --layers all --distribute-layers   # a node of GPUs
       transcoders eval runs/transcoder                 # L0, FVU, CE clean/spliced/ablated, KL
       transcoders tune --layers 8 --target-ce-recovered 0.9   # smallest L0 and a width that reach it, then train

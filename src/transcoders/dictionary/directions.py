@@ -54,14 +54,18 @@ def encoder_directions(adapter: Adapter, d: Dictionary, idx: Tensor | list[int] 
     return W
 
 
-def decoder_directions(adapter: Adapter, d: Dictionary, idx: Tensor | list[int] | None = None) -> Tensor:
+def decoder_directions(adapter: Adapter, d: Dictionary, idx: Tensor | list[int] | None = None, *,
+                       below: int | None = None) -> Tensor:
     """``[n, d_model]``: what the features write into the residual stream (a cross-layer transcoder's features:
-    the sum of what they write at each layer they write to, each block through that layer's post-MLP norm)."""
+    the sum of what they write at each layer they write to, each block through that layer's post-MLP norm; only
+    into the MLP outputs of layers ``< below`` when given, which is what layer ``below``'s MLP reads of them)."""
     W = _rows(d.W_dec, idx)
     if d.cfg.kind == "clt":
         blocks = W.reshape(W.shape[0], len(d.cfg.targets), -1)
         out = torch.zeros(W.shape[0], blocks.shape[-1])
         for j, m in enumerate(d.cfg.targets):
+            if below is not None and m >= below:
+                continue
             post = adapter.mlp_out_norm(m)
             out += write_through(blocks[:, j], None if post is None else adapter.norm_params(post))
         return out

@@ -25,8 +25,8 @@ class TrainConfig:
     kind: str = opt("transcoder", "what to train: transcoder (MLP in -> MLP out), skip-transcoder (adds a learned linear "
                     "skip path), sae (autoencodes --sae-site), clt (a cross-layer transcoder over --layers: each "
                     "layer's features read its MLP input and write to its own and every later layer's MLP output, "
-                    "all trained together; read like a set by eval, features, interp, the viewer and the circuit-tracer "
-                    "export, not yet by circuits)", choices=KINDS)
+                    "all trained together; read like a set by eval, features, interp, circuits, the viewer and the "
+                    "circuit-tracer export)", choices=KINDS)
     sae_site: str = opt("mlp-out", "what an SAE reconstructs: mlp-out (the paper's fidelity baseline) or mlp-in (its "
                         "interpretability baseline)", choices=("mlp-out", "mlp-in"))
     activation: str = opt("topk", "topk (the k largest per token; L0 = k), batchtopk (k x batch largest per batch; L0 "
