@@ -463,3 +463,29 @@ def test_concepts_from_the_viewer(server, tiny_texts):
     assert [c["auroc"] for c in r["features"]] == sorted((c["auroc"] for c in r["features"]), reverse=True)
     status, r = get_json(server, "/api/concepts", {"run": "set/layer_01", "positive": "a b", "negative": "  \n "})
     assert status == 400 and "negative" in r["error"]
+
+
+def test_a_cross_layer_transcoder_is_traced_from_the_viewer(tmp_path, tiny_model_dir, tiny_corpus):
+    """A CLT is a set to the viewer: offered for tracing, traced, and its graph's feature nodes point at its runs."""
+    from transcoders.training import TrainConfig, train
+
+    train(TrainConfig(model=tiny_model_dir, corpus=tiny_corpus, layers="all", kind="clt", out=str(tmp_path / "clt"),
+                      width=32, k=4, tokens=2048, batch_size=256, ctx_len=32, chunk_tokens=2048, forward_batch=16),
+          progress=False)
+    srv = make_server(tmp_path, port=0)
+    serve_in_thread(srv)
+    try:
+        _, d = get_json(srv, "/api/runs")
+        assert d["sets"] == ["clt"]
+        for mode in ("graph", "paths"):
+            status, r = get_json(srv, "/api/graph/compute", {"set": "clt", "prompt": "the king sees a dog", "mode": mode,
+                                                             "target": "logit:#5"})
+            assert status == 200, r
+            status, g = get_json(srv, f"/api/graph?path={r['path']}")
+            assert status == 200 and g["metadata"]["info"]["mode"] == mode
+            assert mode == "paths" or g["metadata"]["info"]["replacement_score"] > 0
+        feats = [n for n in g["nodes"] if n["feature_type"] == "cross layer transcoder"]  # (the paths' nodes)
+        assert feats and all(n["run"] == f"clt/layer_{int(n['layer']):02d}" for n in feats)
+    finally:
+        srv.shutdown()
+        srv.server_close()
