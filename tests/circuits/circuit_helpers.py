@@ -29,16 +29,21 @@ def random_set(lm, *, width: int = 64, k: int = 8, skip_layers=(1,), layers=None
             kind="skip-transcoder" if L in skip_layers else "transcoder", layer=L, model=lm.name,
             hook_in=f"blocks.{L}.mlp.in", hook_out=f"blocks.{L}.mlp.out",
         )  # fmt: skip
-        torch.manual_seed(seed + L)
-        d = Dictionary(cfg)
-        d.reset_parameters()
-        with torch.no_grad():
-            d.b_enc.normal_(0, 0.5 if activation == "topk" else 0.1)
-            d.b_dec.normal_(0, 0.5)
-            if d.W_skip is not None:
-                d.W_skip.normal_(0, 0.1)
-        tcs[L] = d.eval().requires_grad_(False)
+        tcs[L] = _random(cfg, seed + L)
     return TranscoderSet(tcs, model=lm.name)
+
+
+def _random(cfg: DictionaryConfig, seed: int) -> Dictionary:
+    """A dictionary with random weights and biases (and skip path), frozen."""
+    torch.manual_seed(seed)
+    d = Dictionary(cfg)
+    d.reset_parameters()
+    with torch.no_grad():
+        d.b_enc.normal_(0, 0.5 if cfg.activation == "topk" else 0.1)
+        d.b_dec.normal_(0, 0.5)
+        if d.W_skip is not None:
+            d.W_skip.normal_(0, 0.1)
+    return d.eval().requires_grad_(False)
 
 
 def random_clt(lm, *, width: int = 48, k: int = 6, layers=None, activation="topk", seed=0):
@@ -55,13 +60,7 @@ def random_clt(lm, *, width: int = 48, k: int = 6, layers=None, activation="topk
             hook_in=f"blocks.{L}.mlp.in", hook_out=f"blocks.{L}.mlp.out",
             extra={"targets": targets, "clt_layers": layers},
         )  # fmt: skip
-        torch.manual_seed(seed + L)
-        d = Dictionary(cfg)
-        d.reset_parameters()
-        with torch.no_grad():
-            d.b_enc.normal_(0, 0.5 if activation == "topk" else 0.1)
-            d.b_dec.normal_(0, 0.5)
-        tcs[L] = d.eval().requires_grad_(False)
+        tcs[L] = _random(cfg, seed + L)
     return TranscoderSet(tcs, model=lm.name)
 
 
