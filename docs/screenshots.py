@@ -7,7 +7,8 @@ is there): a transcoder set on every layer of the default model (`transcoders tr
 data (`transcoders features`), and attribution graphs of the two prompts the README shows: the paper's greater-than
 case ("The war lasted from the year 1732 to the year 17", target the logit of "4" minus that of "2") and "The capital
 of France is" (the top logits). Then the pages are shot at 1360 x 900: runs, a feature page, both graphs (their most
-influential feature clicked, so the side panel shows its examples) and a blind rating item.
+influential feature at the last token clicked: the view centres on it and the side panel shows its examples) and a
+blind rating item.
 """
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ def prepare(runs: Path, tokens: int, threads: int) -> Path:
 
 
 def strongest_feature(graph: Path) -> str:
+    """The most influential feature at the last token (where the prediction is made), else anywhere."""
     nodes = [n for n in json.loads(graph.read_text())["nodes"] if n["feature_type"] == "cross layer transcoder"]
-    return min(nodes, key=lambda n: n.get("influence") if n.get("influence") is not None else 2.0)["node_id"]
+    last = max(int(n["ctx_idx"]) for n in nodes)
+    pool = [n for n in nodes if int(n["ctx_idx"]) == last] or nodes
+    return min(pool, key=lambda n: n.get("influence") if n.get("influence") is not None else 2.0)["node_id"]
 
 
 def main() -> None:

@@ -129,6 +129,14 @@ def test_an_interrupted_pass_resumes_to_the_same_store(trained, tiny_corpus, tmp
     assert got == want  # same batches in the same order: the same sums, maxima, histograms and examples
     assert S.get_meta(con)["complete"]
     con.close()
+    # complete: a rerun says so without loading the model or reading text (nothing changes); more tokens read on
+    monkeypatch.setattr(C, "load_model", lambda *a, **k: pytest.fail("loaded the model for a complete store"))
+    monkeypatch.setattr(C, "load_split", lambda *a, **k: pytest.fail("read text for a complete store"))
+    again = collect([run], resumed, progress=False)
+    assert again[run]["complete"] and again[run]["contexts_done"] == N_CTX
+    monkeypatch.setattr(C, "load_split", lambda *a, **k: pytest.fail("reached"))
+    with pytest.raises(pytest.fail.Exception, match="reached"):
+        collect([run], FeaturesConfig(**{**resumed.__dict__, "tokens": 2 * N_CTX * CTX}), lm=lm, progress=False)
 
 
 def test_other_settings_are_refused(trained, tiny_corpus):

@@ -320,6 +320,17 @@ def test_a_real_default_model_graph_has_no_overlapping_nodes_and_names_its_logit
         assert any("Paris" in t for t in labels), labels  # the model's top guess, named on the graph
         box = page.locator("#node-info").bounding_box()
         assert box["x"] + box["width"] <= 1280 and box["y"] < 800
+        # zoomed in, the graph is wider than the screen: a link to a node far right opens with that node in view
+        far = max(feats, key=lambda n: (int(n["ctx_idx"]), int(n["layer"])))
+        page.goto("about:blank")
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/#/graph/smol%2Fgraphs%2Ffrance.json"
+                  f"?clickedId={far['node_id']}&zoom=3")
+        page.wait_for_selector("#node-examples, #node-info")
+        wrap = page.locator("#graph-wrap").bounding_box()
+        assert page.locator("#graph-svg").bounding_box()["width"] > wrap["width"]
+        node = page.locator(f"circle.node[data-id='{far['node_id']}']").bounding_box()
+        cx, cy = node["x"] + node["width"] / 2, node["y"] + node["height"] / 2
+        assert wrap["x"] <= cx <= wrap["x"] + wrap["width"] and wrap["y"] <= cy <= wrap["y"] + wrap["height"]
     finally:
         ctx.close()
 

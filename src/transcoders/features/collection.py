@@ -153,6 +153,11 @@ def collect(runs: Sequence[str | Path], cfg: FeaturesConfig, *, lm: LoadedModel 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     opened = open_runs(runs, what="collect", clt=True)
+    done = None if cfg.fresh else _complete(opened.dirs, cfg, opened.ctx_len or 128)
+    if done is not None:  # nothing to read: say so without loading the model
+        _say(progress, f"every store already holds {cfg.tokens:,} tokens (--tokens more to extend them, --fresh to "
+                       "start again)")
+        return done
     # the forward stops at the highest layer read: only the blocks up to it are built (the unembedding stays)
     if lm is None:
         _say(progress, f"loading {opened.model} (blocks 0-{max(opened.layers)})...")
@@ -174,6 +179,26 @@ def collect(runs: Sequence[str | Path], cfg: FeaturesConfig, *, lm: LoadedModel 
     done_tokens = _read(lm, stores, contexts, min(n_ctx, len(contexts)), cfg, progress)
     elapsed = time.perf_counter() - t0
     return {s.run: s.close(elapsed, done_tokens) for s in stores}
+
+
+def _complete(dirs: Sequence[Path], cfg: FeaturesConfig, ctx_len: int) -> dict[Path, dict] | None:
+    """Each run's store meta when every store is complete for these settings (else None: there is reading to do)."""
+    want = {"corpus": cfg.corpus, "text_column": cfg.text_column, "ctx_len": ctx_len, "top": cfg.top,
+            "samples": cfg.samples, "tokens_wanted": max(1, cfg.tokens // ctx_len) * ctx_len, "complete": True}
+    metas = {}
+    for r in dirs:
+        path = S.store_path(r)
+        if not path.is_file():
+            return None
+        con = S.connect(path, readonly=True)
+        try:
+            meta = S.get_meta(con)
+        finally:
+            con.close()
+        if any(meta.get(k) != v for k, v in want.items()):
+            return None
+        metas[r] = meta
+    return metas
 
 
 class _RunStore:

@@ -602,7 +602,15 @@ async function graphPage(path, query) {
       h("h2", {}, "Supernodes"), groupList,
       h("p", {}, h("button", { id: "save-view", onclick: saveView }, "save pins and supernodes with the graph")), msg)));
   draw();
-  if (selected) select(byId.get(selected));
+  if (selected) {
+    select(byId.get(selected));
+    // a link to a node opens with that node in the middle of the view (the graph may be wider than the screen)
+    const n = byId.get(selected), x = X(n), y = Y(n);
+    if (Number.isFinite(x) && Number.isFinite(y)) {
+      holder.scrollLeft = x * zoom - holder.clientWidth / 2;
+      holder.scrollTop = y * zoom - holder.clientHeight / 2;
+    }
+  }
 }
 function buildCard(st) {  // a set whose layers lack dashboards' data: build it for every layer in one pass, and follow
   const card = h("div", { class: "card", id: "build-card" });
