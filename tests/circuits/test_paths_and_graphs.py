@@ -129,6 +129,14 @@ def test_graph_json_follows_the_circuit_tracer_schema(fp):
     types = {n["feature_type"] for n in doc["nodes"]}
     assert {"embedding", "logit"} <= types
     assert sum(n["is_target_logit"] for n in doc["nodes"]) == 1
+    # a token's logit node carries the model's probability of that token next (not its weight in the graph)
+    probs = fp.rep.adapter.probabilities(fp.logits(-1).double())  # softcapped where the model caps
+    logits = [n for n in doc["nodes"] if n["feature_type"] == "logit"]
+    for n in logits:
+        assert n["token_prob"] == pytest.approx(float(probs[n["feature"]]), rel=1e-4, abs=1e-7)
+    paths = merged_graph_json(fp, merge_paths(find_paths(fp, logit_target(fp, int(probs.argmin())), depth=1)), "s")
+    (out,) = [n for n in paths["nodes"] if n["feature_type"] == "logit"]
+    assert out["token_prob"] == pytest.approx(float(probs.min()), rel=1e-4, abs=1e-9) and out["token_prob"] < 0.5
 
 
 def test_graph_json_reads_back_what_it_wrote(fp, tmp_path):

@@ -340,6 +340,16 @@ def test_a_prompt_typed_in_the_viewer_is_traced_and_drawn(page):
     trace_from_prompt_box(page, "a cat and a dog", r".*a-cat-and-a-dog-paths-logit-7-[0-9a-f]{8}\.json$", target="logit:#7")
 
 
+def test_a_logit_difference_is_named_whole_on_the_graph(page):
+    """A difference target's node reads `'a'−'b'` (both tokens, not a label cut after twelve characters)."""
+    page.goto(f"{page.origin}/#/graphs")
+    trace_from_prompt_box(page, "a cat and a dog", r".*a-cat-and-a-dog-paths-logit-7-8-[0-9a-f]{8}\.json$",
+                          target="logit:#7-#8")
+    label = page.locator("#graph-svg .logit-label").first.text_content()
+    assert "−" in label and "logit(" not in label and "…" not in label, label
+    assert "%" not in label  # a difference has no probability
+
+
 def test_a_partial_set_is_offered_by_the_circuit_picker_and_traces(page):
     """A set of some layers only (here 3 and 4 of a 5-layer model, like `--layers 8,20` of the default model)."""
     page.goto(f"{page.origin}/#/graphs")

@@ -61,13 +61,17 @@ def token_node(fp: FrozenPrompt, pos: int, **kw) -> dict:
                  clerp=_tok(fp, tid), **kw)
 
 
-def output_node(fp: FrozenPrompt, target: Target, k: int, prob: float, is_target: bool) -> dict:
+def output_node(fp: FrozenPrompt, target: Target, k: int, is_target: bool) -> dict:
+    """A logit target's node: a single token's carries the model's probability of it (``token_prob``); a
+    difference or other target's carries its label and probability 0."""
     n = fp.rep.n_layers
     vocab = fp.rep.W_U.shape[1]
     if target.kind == "logit" and len(target.tokens) == 1:
-        tid, clerp = target.tokens[0], f"Output {_tok(fp, target.tokens[0])!r} (p={prob:.3f})"
+        tid = target.tokens[0]
+        prob = float(fp.rep.adapter.probabilities(fp.logits(target.pos).float())[tid])
+        clerp = f"Output {_tok(fp, tid)!r} (p={prob:.3f})"
     else:
-        tid, clerp = vocab + k, target.label
+        tid, clerp, prob = vocab + k, target.label, 0.0
     return _node(f"{n + 1}_{tid}_{target.pos}", feature=tid, layer=n + 1, pos=target.pos, ftype="logit",
                  js=f"L_{tid}-{target.pos}", clerp=clerp, token_prob=prob, is_target_logit=is_target)
 
@@ -109,7 +113,7 @@ def attribution_graph_json(g: AttributionGraph, slug: str, pruned: Pruned, score
             nodes[i] = token_node(fp, i - g.token_slice.start, influence=float(cum[i]))
         else:
             k = i - g.output_slice.start
-            nodes[i] = output_node(fp, g.outputs[k], k, float(g.output_weights[k]), is_target=k == 0)
+            nodes[i] = output_node(fp, g.outputs[k], k, is_target=k == 0)
     dst, src = edge_mask.nonzero(as_tuple=True)
     links = [{"source": nodes[s]["node_id"], "target": nodes[d]["node_id"], "weight": float(g.adjacency[d, s])}
              for d, s in zip(dst.tolist(), src.tolist()) if s in nodes and d in nodes]
@@ -127,7 +131,7 @@ def _component_node(fp: FrozenPrompt, c: Component, value: float, target: Target
     if c.kind == "target":
         if target.kind == "feature":
             return feature_node(target.layer, target.feature, target.pos, activation=value)
-        return output_node(fp, target, 0, 1.0, True)
+        return output_node(fp, target, 0, True)
     if c.kind == "feature":
         act = fp.layers[c.layer].active_at(c.pos)
         idx, val = act
