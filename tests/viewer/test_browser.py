@@ -263,7 +263,8 @@ def test_graph_page_has_a_legend_labelled_logits_and_a_panel_in_view(browser, se
         assert logits and page.locator("#graph-svg .logit-label").count() == drawn > 0
         assert "%" in page.locator("#graph-svg .logit-label").first.text_content()
         assert_no_two_nodes_overlap(page, len(doc["nodes"]))
-        rows = page.locator("#graph-svg text").all_text_contents()
+        rows = page.locator("#graph-rows text").all_text_contents()
+        assert "L0" in rows
         n_layers = 1 + max(int(n["layer"]) for n in doc["nodes"] if n["feature_type"] == "cross layer transcoder")
         assert f"L{n_layers}" not in rows  # no block rows past the model's last layer
     finally:
@@ -331,6 +332,11 @@ def test_a_real_default_model_graph_has_no_overlapping_nodes_and_names_its_logit
         node = page.locator(f"circle.node[data-id='{far['node_id']}']").bounding_box()
         cx, cy = node["x"] + node["width"] / 2, node["y"] + node["height"] / 2
         assert wrap["x"] <= cx <= wrap["x"] + wrap["width"] and wrap["y"] <= cy <= wrap["y"] + wrap["height"]
+        # scrolled far right, the row names are still at the left edge of what is in view
+        assert page.evaluate("document.getElementById('graph-wrap').scrollLeft") > 0
+        rows = page.locator("#graph-rows").bounding_box()
+        assert abs(rows["x"] - wrap["x"]) < 3, (rows, wrap)
+        assert "L29" in page.locator("#graph-rows text").all_text_contents()
     finally:
         ctx.close()
 

@@ -412,7 +412,7 @@ async function graphPage(path, query) {
   const msg = h("p", { class: "muted", id: "view-msg" });
   // no two nodes overlap: nodes sharing a (layer, token) cell sit side by side STEP apart, and each token's column
   // is as wide as its fullest cell (a wide graph scrolls sideways)
-  const RH = 19, STEP = 12, R = 4.5;
+  const RH = 19, STEP = 12, R = 4.5, ROWS_W = 34;  // ROWS_W: the row names, left of the first column (at 40)
   const cells = new Map();
   for (const n of g.nodes) {
     if (n.feature_type === "logit") continue;  // logits get the top row to themselves
@@ -530,13 +530,16 @@ async function graphPage(path, query) {
         svg("rect", { x: x - 10, y: y - 7, width: 20, height: 14, rx: 4, fill: "#fff3bf", stroke: "#f59f00", "stroke-width": 2 }),
         svg("text", { x, y: y - 10, "text-anchor": "middle", class: "sn-label" }, document.createTextNode(gr[0].slice(0, 24)))); });
     const labels = toks.map((t, i) => svg("text", { x: colX[i], y: H - 8, "text-anchor": "middle" }, document.createTextNode(JSON.stringify(t).slice(0, 10))));
-    const rows = Array.from({ length: maxL }, (_, L) => svg("text", { x: 4, y: H - 46 - RH * L }, document.createTextNode(L > blockMax ? "out" : `L${L}`)));
+    // the row names stay at the left edge of what is in view when the graph scrolls sideways
+    const rows = svg("svg", { width: Math.round(ROWS_W * zoom), height: Math.round(H * zoom), viewBox: `0 0 ${ROWS_W} ${H}`, id: "graph-rows",
+      style: `left: ${holder.scrollLeft}px` }, Array.from({ length: maxL }, (_, L) =>
+      svg("text", { x: 4, y: H - 46 - RH * L }, document.createTextNode(L > blockMax ? "out" : `L${L}`))));
     const logitLabels = logits.filter((n) => keep.has(n.node_id)).map((n) => svg("text", { x: X(n), y: 16, "text-anchor": "middle", class: "logit-label" },
       document.createTextNode(`${logitName(n)}${/^Output /.test(n.clerp || "") && n.token_prob != null ? ` ${(100 * n.token_prob).toFixed(0)}%` : ""}`)));
     const nodeLabels = [...keep.values()].filter((n) => n.label && !groupOf.has(n.node_id) && (pinned.has(n.node_id) || n.node_id === selected))
       .map((n) => svg("text", { x: X(n) + 7, y: Y(n) - 6, class: "node-label" }, document.createTextNode(n.label.slice(0, 32))));
     holder.replaceChildren(svg("svg", { width: Math.round(W * zoom), height: Math.round(H * zoom), viewBox: `0 0 ${W} ${H}`, id: "graph-svg" },
-      edges, nodes, supers, labels, rows, logitLabels, nodeLabels));
+      edges, nodes, supers, labels, logitLabels, nodeLabels), rows);
     pinList.replaceChildren(...[...pinned].map((id) => h("li", {}, nodeName(byId.get(id)), " ",
       h("button", { class: "x", title: "unpin", onclick: () => { pinned.delete(id); writeURL(); draw(); } }, "×"))));
     groupList.replaceChildren(...groups.map((gr, i) => h("li", {}, h("b", {}, gr[0]), ` (${gr.length - 1} nodes) `,
@@ -555,6 +558,7 @@ async function graphPage(path, query) {
     holder.scrollLeft = (cx * zoom) / old - holder.clientWidth / 2;
     holder.scrollTop = (cy * zoom) / old - holder.clientHeight / 2;
   }
+  holder.addEventListener("scroll", () => { const r = holder.querySelector("#graph-rows"); if (r) r.style.left = `${holder.scrollLeft}px`; });
   holder.addEventListener("wheel", (ev) => { if (ev.ctrlKey) { ev.preventDefault(); setZoom(zoom * (ev.deltaY < 0 ? 1.15 : 1 / 1.15)); } }, { passive: false });
   let drag = null;  // drag the background to pan; a click on it (no drag) lets go of the selected node
   holder.addEventListener("mousedown", (ev) => { if (ev.button === 0) drag = { x: ev.clientX, y: ev.clientY, sl: holder.scrollLeft, st: holder.scrollTop, moved: false }; });
