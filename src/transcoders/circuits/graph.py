@@ -172,7 +172,7 @@ def top_logit_targets(fp: FrozenPrompt, max_logits: int = 10, logit_prob: float 
                       demean: bool = True) -> tuple[list[Target], Tensor]:
     """The most likely next tokens' logits (demeaned unless told otherwise) until their probabilities reach
     ``logit_prob`` (at most ``max_logits``), and those probabilities."""
-    p, idx = fp.rep.adapter.probabilities(fp.logits()).sort(descending=True)
+    p, idx = fp.probabilities().sort(descending=True)
     n = int((p.cumsum(0) < logit_prob).sum()) + 1
     n = max(1, min(n, max_logits))
     return [logit_target(fp, int(i), demean=demean) for i in idx[:n]], p[:n].clone()

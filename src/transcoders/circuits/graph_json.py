@@ -68,7 +68,7 @@ def output_node(fp: FrozenPrompt, target: Target, k: int, is_target: bool) -> di
     vocab = fp.rep.W_U.shape[1]
     if target.kind == "logit" and len(target.tokens) == 1:
         tid = target.tokens[0]
-        prob = float(fp.rep.adapter.probabilities(fp.logits(target.pos).float())[tid])
+        prob = float(fp.probabilities(target.pos)[tid])
         clerp = f"Output {_tok(fp, tid)!r} (p={prob:.3f})"
     else:
         tid, clerp, prob = vocab + k, target.label, 0.0

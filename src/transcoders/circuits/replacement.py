@@ -376,6 +376,7 @@ class FrozenPrompt:
         self.n_tokens = ids.numel()
         #: a position whose MLP errors count as biases, not error nodes (0, the BOS token, unless traced with keep_bos)
         self.constant_pos = constant_pos
+        self._probs: dict[int, Tensor] = {}
 
     @property
     def embeds(self) -> Tensor:
@@ -404,6 +405,14 @@ class FrozenPrompt:
     def logits(self, pos: int = -1) -> Tensor:
         """Logits ``[V]`` at a position, before any softcapping (what logit targets attribute)."""
         return self.rep.unembed(self.final_norm(self.final[pos], pos))
+
+    def probabilities(self, pos: int = -1) -> Tensor:
+        """The model's next-token probabilities ``[V]`` at a position (softcapped where the model caps), computed
+        once per position."""
+        pos = pos % self.n_tokens
+        if pos not in self._probs:
+            self._probs[pos] = self.rep.adapter.probabilities(self.logits(pos).float())
+        return self._probs[pos]
 
     def pre_acts(self, L: int) -> Tensor:
         """Real transcoder pre-activations ``[T, width]`` at layer L."""

@@ -145,7 +145,7 @@ def token_probabilities(fp: FrozenPrompt, target: Target) -> str:
     model hardly uses). Empty for other targets."""
     if target.kind != "logit":
         return ""
-    probs = fp.rep.adapter.probabilities(fp.logits(target.pos).float())
+    probs = fp.probabilities(target.pos)
     shown = []
     for t in target.tokens:
         rank = int((probs > probs[t]).sum()) + 1

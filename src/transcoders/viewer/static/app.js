@@ -535,7 +535,7 @@ async function graphPage(path, query) {
       style: `left: ${holder.scrollLeft}px` }, Array.from({ length: maxL }, (_, L) =>
       svg("text", { x: 4, y: H - 46 - RH * L }, document.createTextNode(L > blockMax ? "out" : `L${L}`))));
     const logitLabels = logits.filter((n) => keep.has(n.node_id)).map((n) => svg("text", { x: X(n), y: 16, "text-anchor": "middle", class: "logit-label" },
-      document.createTextNode(`${logitName(n)}${/^Output /.test(n.clerp || "") && n.token_prob != null ? ` ${(100 * n.token_prob).toFixed(0)}%` : ""}`)));
+      document.createTextNode(`${logitName(n)}${tokenProb(n) !== null ? ` ${(100 * tokenProb(n)).toFixed(0)}%` : ""}`)));
     const nodeLabels = [...keep.values()].filter((n) => n.label && !groupOf.has(n.node_id) && (pinned.has(n.node_id) || n.node_id === selected))
       .map((n) => svg("text", { x: X(n) + 7, y: Y(n) - 6, class: "node-label" }, document.createTextNode(n.label.slice(0, 32))));
     holder.replaceChildren(svg("svg", { width: Math.round(W * zoom), height: Math.round(H * zoom), viewBox: `0 0 ${W} ${H}`, id: "graph-svg" },
@@ -654,6 +654,9 @@ function logitName(n) {  // a logit node's token (clerp `Output " Paris" (p=0.41
   const name = m ? m[1] : (n.clerp || n.node_id).replace(/\)-(?=(mean )?logit\(|mean$)/g, ")−").replace(/logit\((.*?)\)(?=−|$)/g, "$1");
   return name.length > 16 ? name.slice(0, 15) + "…" : name;
 }
+function tokenProb(n) {  // the model's probability of a single token's logit node (its clerp reads `Output ...`); else null
+  return /^Output /.test(n.clerp || "") && n.token_prob != null ? n.token_prob : null;
+}
 function nodeName(n) {  // short: a feature as L:index@token, a logit as its token, else its id
   if (n.feature_type === "cross layer transcoder") return `${n.layer}:${n.feature_index ?? n.node_id.split("_")[1]}@${n.ctx_idx}` + (n.label ? ` “${n.label.slice(0, 40)}”` : "");
   if (n.feature_type === "logit") return `logit ${logitName(n)}`;
@@ -671,7 +674,7 @@ function describe(n) {
   if (n.clerp) parts.push(n.clerp);
   if (n.activation !== null && n.activation !== undefined) parts.push(`activation ${fmt(n.activation)}`);
   if (n.influence !== null && n.influence !== undefined) parts.push(`influence ${fmt(n.influence)}`);
-  if (/^Output /.test(n.clerp || "") && n.token_prob != null) parts.push(`probability ${fmt(n.token_prob)}`);
+  if (tokenProb(n) !== null) parts.push(`probability ${fmt(tokenProb(n))}`);
   if (n.run) parts.push(`click: its top examples here (run ${n.run})`);
   return parts.join("\n");
 }
