@@ -19,7 +19,7 @@ def base_cfg(tiny_model_dir, tiny_corpus, out, **kw):
 def test_sweep_trains_the_grid_once_evaluates_all_and_resumes(tiny_model_dir, tiny_corpus, tmp_path):
     base = base_cfg(tiny_model_dir, tiny_corpus, tmp_path / "sweep")
     grid = SweepGrid(kinds="transcoder,sae", ks="4,8", eval_tokens=32 * 8)
-    run_sweep(base, grid, progress=False)
+    first = run_sweep(base, grid, progress=False)
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "results.csv")))
     assert len(rows) == 4 and {r["kind"] for r in rows} == {"transcoder", "sae"}
     for r in rows:
@@ -31,11 +31,20 @@ def test_sweep_trains_the_grid_once_evaluates_all_and_resumes(tiny_model_dir, ti
     for name in ("pareto_ce.png", "pareto_fvu.png"):
         assert (tmp_path / "sweep" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 1 | sae | topk |" in (tmp_path / "sweep" / "results.md").read_text()
-    # rerunning resumes: nothing is retrained
+    # rerunning resumes: nothing is retrained, nor evaluated again (the report is not rewritten)
     weights = {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/weights.safetensors")}
     assert len(weights) == 4
-    run_sweep(base, grid, progress=False)
+    report = tmp_path / "sweep" / "results.csv"
+    written = report.stat().st_mtime_ns
+    again = run_sweep(base, grid, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "sweep").glob("*/weights.safetensors")} == weights
+    assert report.stat().st_mtime_ns == written
+    assert again["rows"] == first["rows"]
+    # a run whose weights changed since (retrained, replaced) is evaluated anew: same weights, same numbers
+    w = next(iter(weights))
+    w.write_bytes(w.read_bytes())
+    assert run_sweep(base, grid, progress=False)["rows"] == first["rows"]
+    assert report.stat().st_mtime_ns != written
     # another grid in the same folder is refused rather than mixed in
     with pytest.raises(Exception, match="other settings"):
         run_sweep(base, SweepGrid(kinds="transcoder", ks="4", eval_tokens=32 * 8), progress=False)

@@ -66,7 +66,8 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         description="Train every combination of --kinds, the sparsity axis (--ks for topk/batchtopk; --target-l0s or "
         "--l1s for relu/jumprelu) and --widths from one cached harvest of activations (the model runs once), evaluate "
         "each run alone on the same held-out tokens, and write results.csv, results.md, pareto_ce.png and "
-        "pareto_fvu.png into --out. Interrupted sweeps resume: rerun the same command.",
+        "pareto_fvu.png into --out. Interrupted sweeps resume: rerun the same command (finished runs are neither "
+        "retrained nor evaluated again).",
         examples=["transcoders sweep --layers 6 --kinds transcoder,skip-transcoder,sae --ks 16,32,64 --tokens 1000000 "
                   "--out runs/sweep6"],
     )

@@ -19,6 +19,7 @@ each file goes, and opening runs for the commands that read them.
       activations/                the shared float16 harvest
       <grid point>/               a run or a set per grid point
       results.csv, results.md, pareto_ce.png, pareto_fvu.png
+      results.json                the rows with the weights they measured (a rerun evaluates nothing again)
 
 Nothing else in the package spells these names or re-derives these rules.
 """
@@ -46,7 +47,7 @@ GRAPHS_DIR = "graphs"
 CT_GRAPH_INDEX = "graph-metadata.json"  # circuit-tracer writes this index beside its graph files
 SWEEP_FILE = "sweep.json"
 ACTIVATIONS_DIR = "activations"
-RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"
+RESULTS_CSV, RESULTS_MD, RESULTS_JSON = "results.csv", "results.md", "results.json"
 PLOT_CE, PLOT_FVU = "pareto_ce.png", "pareto_fvu.png"
 
 _LAYER_DIR = re.compile(r"layer_(\d+)")

@@ -4,7 +4,8 @@ tokens, and write a results table (CSV + Markdown) and Pareto plots (:mod:`.repo
 The grid is kinds × sparsity × widths. Sparsity is k for TopK/BatchTopK, else target L0 (the λ
 controller) or λ itself. Every run reads the same on-disk activation cache, so the model runs once
 for the whole sweep; a killed sweep resumes: finished runs are kept, an interrupted one continues
-from its checkpoint.
+from its checkpoint. The evaluation is kept too (``results.json``, keyed by each run's weights file):
+rerunning a finished sweep, as ``tune`` does with its proxy runs, evaluates nothing again.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def grid_configs(base: TrainConfig, grid: SweepGrid) -> list[tuple[str, TrainCon
 
 
 def run_sweep(base: TrainConfig, grid: SweepGrid, *, progress: bool = True, lm: LoadedModel | None = None) -> dict:
-    """Train (or resume, or skip) every run of the grid, evaluate all of them, write the report."""
+    """Train (or resume, or skip) every run of the grid, evaluate all of them (unless the same weights were
+    evaluated by an earlier call), write the report. Returns ``{"rows": [...]}``, one row per run."""
     out = Path(base.out)
     if not base.cache_activations:
         base = replace(base, cache_activations=str(out / R.ACTIVATIONS_DIR))
@@ -92,12 +94,24 @@ def run_sweep(base: TrainConfig, grid: SweepGrid, *, progress: bool = True, lm: 
         _say(progress, f"[{i}/{n}] {name}: {'resuming' if resume else 'training'}")
         train(cfg, resume=resume, overwrite=not resume, progress=progress, lm=lm)
     runs = [d for _, cfg in configs for d in R.finished_runs(cfg.out)]
+    stamps = {str(r): _stamp(r) for r in runs}
+    kept = out / R.RESULTS_JSON
+    if kept.is_file() and (old := json.loads(kept.read_text())).get("weights") == stamps:
+        _say(progress, f"the {len(runs)} runs were evaluated before ({R.RESULTS_JSON}): kept")
+        return {"rows": old["rows"]}
     _say(progress, f"evaluating {len(runs)} runs on the same {grid.eval_tokens:,} held-out tokens")
     res = evaluate(runs, EvalConfig(corpus=base.corpus, text_column=base.text_column, tokens=grid.eval_tokens,
                                     each_only=True), lm=lm, ctx_len=base.ctx_len, progress=progress)
     rows = results_rows(res, configs)
     write_report(out, rows)
-    return {"rows": rows, "eval": res}
+    atomic_write_json(kept, {"weights": stamps, "rows": rows})  # last: the report above is complete
+    return {"rows": rows}
+
+
+def _stamp(run: Path) -> list[int]:
+    """What says a run's weights are the ones evaluated: the weights file's size and modification time."""
+    st = (run / R.WEIGHTS_FILE).stat()
+    return [st.st_size, st.st_mtime_ns]
 
 
 def _say(progress: bool, msg: str) -> None:
