@@ -13,11 +13,15 @@ middle layer, from one cached harvest of the same 500k training tokens of the de
   (harvest, training and evaluation together), and training tokens/s come from each run's train_log.jsonl;
 * the interpretability scores of the k = 32 dictionaries: the ones that need no LLM (sparse probing, weights-based
   prediction, absorption) over a 65k-token feature store, and LLM detection/fuzzing on --llm-features features;
-* on the default model only, ``transcoders tune --target-ce-recovered 0.9`` for real.
+* on the default model only, ``transcoders tune`` for real, aiming at 90% CE recovered, then at 80% (the second
+  search reuses the first one's proxy runs; a target no proxy reaches is kept as a result, with its curve).
 
-Results go to OUT/<model>/...; the tables in scaling.md (between ``<!-- begin NAME -->`` markers) and
-scaling.png are rewritten from what is there. Every step resumes where it stopped: rerun to continue, one model
-at a time with --models if a session is short. ``--report-only`` writes the tables from what exists.
+Runs go to OUT/<model>/...; what the tables need from them (result rows, wall times, peak memory, scores, the
+tune curve: a few kB) is kept in scaling/<model>.json beside this script, which is committed, and the tables in
+scaling.md (between ``<!-- begin NAME -->`` markers) and scaling.png are rewritten from those records. So models
+run in different sessions, or on different machines, end up in one report. Every step resumes where it stopped:
+rerun to continue, one model at a time with --models if a session is short. ``--report-only`` runs nothing: it
+keeps what exists under OUT (if anything) and writes the tables from the records.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import csv
 import json
 import math
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -41,11 +46,14 @@ from transcoders.dictionary.runs import finished_runs, store_path  # noqa: E402
 from transcoders.features import store as S  # noqa: E402
 from transcoders.interp import DEFAULT_LLM, interp_summary, read_results  # noqa: E402
 from transcoders.models.named import NAMED_MODELS  # noqa: E402
+from transcoders.paths import atomic_write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+RECORDS = HERE / "scaling"  # one committed record per model: what the tables are written from
 MODELS = ["default", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m"]
 KINDS = {"transcoder": "transcoder", "skip-transcoder": "skip transcoder", "sae-mlp-out": "SAE, MLP-out"}
 KS = (16, 32, 64)
+TUNE_TARGETS = (0.9, 0.8)
 TOKENS, EVAL_TOKENS, STORE_TOKENS = 500_000, 8192, 65536
 COMMON = ["--corpus", "default", "--tokens", str(TOKENS), "--eval-tokens", str(EVAL_TOKENS), "--expansion", "8"]
 
@@ -54,16 +62,17 @@ def layer_of(model: str) -> int:
     return NAMED_MODELS[model].shape[0] // 2
 
 
-def measured(record: Path, argv: list[str]) -> dict:
+def measured(record: Path, argv: list[str], *, may_refuse: bool = False) -> dict:
     """Run ``transcoders ARGV`` in its own process once (skipped when ``record`` exists); its wall time and peak
-    resident memory, kept in ``record``."""
+    resident memory, kept in ``record``. With ``may_refuse``, a one-line refusal (exit status 2, e.g. a tune target
+    that nothing reaches) is a result, recorded as ``refused``; any other failure stops the script."""
     if record.is_file():
         return json.loads(record.read_text())
     start = time.perf_counter()
     code = subprocess.call([sys.executable, __file__, "--child", str(record.with_suffix(".rss")), "--", *argv])
-    if code != 0:
+    if code != 0 and not (may_refuse and code == 2):
         raise SystemExit(f"`transcoders {' '.join(argv)}` failed ({code}); rerun this script to resume it")
-    out = {"argv": argv, "wall_s": time.perf_counter() - start,
+    out = {"argv": argv, "wall_s": time.perf_counter() - start, "refused": code != 0,
            "peak_rss_gib": float(record.with_suffix(".rss").read_text()) / 2**20}
     record.write_text(json.dumps(out, indent=1))
     return out
@@ -89,9 +98,16 @@ def build(out: Path, model: str, llm_features: int) -> None:
         measured(root / f"interp-llm-{llm_features}.json",
                  ["interp", *k32, "--scores", "llm", "--features", str(llm_features), "--quiet"])
     if model == "default":
-        measured(root / "tune.json", ["tune", "--model", model, "--layers", str(L), "--corpus", "default",
-                                      "--target-ce-recovered", "0.9", "--tokens", str(TOKENS), "--eval-tokens",
-                                      str(EVAL_TOKENS), "--out", str(root / "tune"), "--quiet"])
+        for target in TUNE_TARGETS:  # one folder: the second search reuses the first one's proxy runs
+            measured(root / f"tune-{target}.json", ["tune", "--model", model, "--layers", str(L), "--corpus",
+                                                   "default", "--target-ce-recovered", str(target), "--tokens",
+                                                   str(TOKENS), "--eval-tokens", str(EVAL_TOKENS), "--out",
+                                                   str(root / "tune"), "--quiet"], may_refuse=True)
+            kept = root / f"tune-{target}" / "tune.json"  # tune.json is rewritten by the next target's search
+            if not kept.is_file() and (root / "tune" / "tune.json").is_file():
+                kept.parent.mkdir(exist_ok=True)
+                shutil.copy(root / "tune" / "tune.json", kept)
+                shutil.copy(root / "tune" / "tune.png", kept.parent / "tune.png")
 
 
 def rows_of(root: Path) -> list[dict]:
@@ -102,54 +118,89 @@ def rows_of(root: Path) -> list[dict]:
         if not csv_path.is_file():
             continue
         for r in csv.DictReader(open(csv_path)):
-            log = root / sweep / r["run"] / "train_log.jsonl"
-            secs = sum(json.loads(line)["sec"] for line in open(log)) if log.is_file() else math.nan
-            rows.append({**r, "sweep": sweep, "train_tokens_per_s": TOKENS / secs if secs else math.nan})
+            rows.append({**r, "sweep": sweep, "train_tokens_per_s": train_rate(root / sweep / r["run"])})
     return rows
 
 
-def report(out: Path, models: list[str]) -> dict[str, str]:
+def train_rate(run: Path) -> float | None:
+    """Training tokens/s from the cached harvest: the median over the log's intervals, so that the interval in
+    which the sweep's first run harvested the activations does not count."""
+    log = run / "train_log.jsonl"
+    if not log.is_file():
+        return None
+    lines = [json.loads(line) for line in open(log)]
+    per_step = TOKENS / lines[-1]["step"]
+    rates = sorted(per_step * (b["step"] - a["step"]) / b["sec"] for a, b in zip([{"step": 0}, *lines], lines))
+    return rates[len(rates) // 2]
+
+
+def export(out: Path, model: str) -> Path:
+    """Keep what the tables need from OUT/<model> in RECORDS/<model>.json."""
+    root = out / model
+    rec: dict = {"model": model, "layer": layer_of(model), "tokens": TOKENS, "eval_tokens": EVAL_TOKENS,
+                 "rows": rows_of(root), "cost": {}, "interp": {}, "tune": {}}
+    for path in sorted(root.glob("*.json")):  # the measured steps: sweep-*, features, interp-*, tune-*
+        rec["cost"][path.stem] = json.loads(path.read_text())
+    for kind in KINDS:
+        runs = finished_runs(root / "topk" / f"{kind}-topk-k32")
+        if not runs:
+            continue
+        res, llm = read_results(runs[0]), None
+        if store_path(runs[0]).is_file():
+            con = S.connect(store_path(runs[0]), readonly=True)
+            try:
+                llm = interp_summary(con, f"local:{DEFAULT_LLM}")
+            finally:
+                con.close()
+        rec["interp"][kind] = {"weights": res.get("weights", {}), "absorption": res.get("absorption", {}).get("mean", {}),
+                               "topics": res.get("probing", {}).get("topics", {}).get("mean", {}),
+                               "llm": llm if llm and llm["features"] else None}
+    for target in TUNE_TARGETS:
+        tune = root / f"tune-{target}" / "tune.json"
+        if tune.is_file():
+            rec["tune"][str(target)] = json.loads(tune.read_text())
+    RECORDS.mkdir(exist_ok=True)
+    atomic_write_json(RECORDS / f"{model}.json", rec)
+    return RECORDS / f"{model}.json"
+
+
+def records() -> dict[str, dict]:
+    """The committed records, in MODELS order."""
+    return {m: json.loads((RECORDS / f"{m}.json").read_text()) for m in MODELS if (RECORDS / f"{m}.json").is_file()}
+
+
+COST_STEPS = ("sweep-topk", "sweep-relu", "features", "interp-nollm", *(f"tune-{t}" for t in TUNE_TARGETS))
+
+
+def report(recs: dict[str, dict]) -> dict[str, str]:
     t: dict[str, list[str]] = {}
     t["faithfulness"] = ["| model | layer | dictionary | L0 | FVU | CE recovered | KL | dead | dense | train tok/s |",
                          "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
-    t["cost"] = ["| model | sweep | wall time | peak memory |", "|---|---|---:|---:|"]
+    t["cost"] = ["| model | step | wall time | peak memory |", "|---|---|---:|---:|"]
     t["interp"] = ["| model | dictionary | LLM features | detection | fuzzing | hit@10 | single-token | absorption | "
                    "topics k=5 / dense |", "|---|---|---:|---|---|---|---|---:|---|"]
-    t["guidelines"] = ["| model | params | width | L0 for 80% CE recovered | L0 for 90% |", "|---|---|---:|---|---|"]
-    curves: dict[str, list[dict]] = {}
-    for model in models:
-        root, m = out / model, NAMED_MODELS[model]
-        rows = rows_of(root)
-        curves[model] = rows
+    t["guidelines"] = ["| model | params | width | L0 for 80% CE recovered | L0 for 90% | measured by |",
+                       "|---|---|---:|---|---|---|"]
+    for model, rec in recs.items():
+        m, rows = NAMED_MODELS[model], rec["rows"]
         for r in sorted(rows, key=lambda r: (r["sweep"], r["kind"], float(r["l0"]))):
             kind = r["kind"] + (" (ReLU + L1)" if r["sweep"] == "relu" else "")
+            tps = r["train_tokens_per_s"]
             t["faithfulness"].append(
                 f"| {model} | {r['layer']} | {kind} | {float(r['l0']):.1f} | {float(r['fvu']):.3f} | "
                 f"{100 * float(r['ce_recovered_mean']):.1f}% | {float(r['kl_clean_spliced']):.4f} | "
                 f"{100 * float(r['dead_fraction']):.1f}% | {100 * float(r['dense_fraction']):.1f}% | "
-                f"{r['train_tokens_per_s']:,.0f} |")
-        for name in ("sweep-topk", "sweep-relu", "features", "interp-nollm", "tune"):
-            rec = root / f"{name}.json"
-            if rec.is_file():
-                c = json.loads(rec.read_text())
+                f"{f'{tps:,.0f}' if tps else '–'} |")
+        for name, c in rec["cost"].items():
+            if name in COST_STEPS or name.startswith("interp-llm"):
                 t["cost"].append(f"| {model} | {name} | {c['wall_s'] / 60:.1f} min | {c['peak_rss_gib']:.1f} GiB |")
         for kind, label in KINDS.items():
-            runs = finished_runs(root / "topk" / f"{kind}-topk-k32")
-            if not runs:
+            if kind not in rec["interp"]:
                 continue
-            res = read_results(runs[0])
-            w, a = res.get("weights", {}), res.get("absorption", {}).get("mean", {})
-            p = res.get("probing", {}).get("topics", {}).get("mean", {})
-            s = None
-            if store_path(runs[0]).is_file():
-                con = S.connect(store_path(runs[0]), readonly=True)
-                try:
-                    s = interp_summary(con, f"local:{DEFAULT_LLM}")
-                finally:
-                    con.close()
-            llm = str(s["features"]) if s else "0"
+            i = rec["interp"][kind]
+            w, a, p, s = i["weights"], i["absorption"], i["topics"], i["llm"]
             t["interp"].append(
-                f"| {model} | {label} | {llm} | {ci(s['detection']) if s else '–'} | "
+                f"| {model} | {label} | {s['features'] if s else 0} | {ci(s['detection']) if s else '–'} | "
                 f"{ci(s['fuzzing']) if s else '–'} | {ci(w.get('hit@10'))} | {ci(w.get('single_token'))} | "
                 f"{a.get('absorption', math.nan):.3f} | "
                 f"{p.get('k=5', math.nan):.3f} / {p.get('dense', math.nan):.3f} |")
@@ -157,17 +208,33 @@ def report(out: Path, models: list[str]) -> dict[str, str]:
                     if r["sweep"] == "topk" and r["kind"] == "transcoder")
         if tc:
             t["guidelines"].append(f"| {model} | {m.params} | {8 * m.shape[1]} | {_need(tc, 0.8)} | "
-                                   f"{_need(tc, 0.9)} |")
-    tune = out / "default" / "tune" / "tune.json"
-    if tune.is_file():
-        rec = json.loads(tune.read_text())
-        f = rec["final"]
-        t["tune"] = [f"`transcoders tune --layers {layer_of('default')} --target-ce-recovered 0.9` chose width "
-                     f"{f['width']} and L0 {f['l0_setting']} from {len(rec['curve'])} proxy runs; the final run "
-                     f"(500k tokens): L0 {f['l0']:.1f}, FVU {f['fvu']:.3f}, CE recovered "
-                     f"{100 * f['ce_recovered_mean']:.1f}%."]
-    plot(curves, HERE / "scaling.png")
+                                   f"{_need(tc, 0.9)} | the sweep ({TOKENS:,} tokens) |")
+        proxies = {(p["width"], p["l0_setting"]): p for tune in rec["tune"].values() for p in tune["curve"]}
+        for width in sorted({w for w, _ in proxies}):
+            pc = sorted((p["l0"], p["ce_recovered_mean"]) for (w, _), p in proxies.items() if w == width)
+            tokens = next(iter(rec["tune"].values()))["search"]["proxy_tokens"]
+            t["guidelines"].append(f"| {model} | {m.params} | {width} | {_need(pc, 0.8)} | {_need(pc, 0.9)} | "
+                                   f"tune's proxy runs ({tokens:,} tokens; L0 {', '.join(f'{l0:.0f}' for l0, _ in pc)}) |")
+    tunes = recs.get("default", {}).get("tune", {})
+    t["tune"] = [tune_line(target, tunes[target]) for target in sorted(tunes, key=float, reverse=True)]
+    plot({model: rec["rows"] for model, rec in recs.items()}, HERE / "scaling.png")
     return {name: "\n".join(rows) for name, rows in t.items()}
+
+
+def tune_line(target: str, rec: dict) -> str:
+    """What one ``transcoders tune`` search on the default model found, as a sentence."""
+    cmd = f"`transcoders tune --layers {layer_of('default')} --target-ce-recovered {target}`"
+    curve, f = rec["curve"], rec["final"]
+    widths = sorted({p["width"] for p in curve})
+    if not f:
+        best = max(curve, key=lambda p: p["ce_recovered_mean"])
+        return (f"- {cmd}: no proxy run reached it ({len(curve)} proxy runs, L0 up to "
+                f"{max(p['l0_setting'] for p in curve)}, widths {widths[0]}–{widths[-1]}); the best was "
+                f"{100 * best['ce_recovered_mean']:.1f}% at width {best['width']}, L0 {best['l0_setting']}.")
+    return (f"- {cmd}: width {f['width']} and L0 {f['l0_setting']}, from {len(curve)} proxy runs of "
+            f"{rec['search']['proxy_tokens']:,} tokens (widths {widths[0]}–{widths[-1]}); the final run "
+            f"({TOKENS:,} tokens): L0 {f['l0']:.1f}, FVU {f['fvu']:.3f}, CE recovered "
+            f"{100 * f['ce_recovered_mean']:.1f}%, dead {100 * f['dead_fraction']:.1f}%.")
 
 
 def _need(curve: list[tuple[float, float]], level: float) -> str:
@@ -198,6 +265,8 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
             if relu:
                 ax.plot(*zip(*relu), marker="x", ms=9, ls="", color=color, label=f"{kind} (ReLU + L1)")
         ax.set_xscale("log")
+        ax.set_xticks(KS, [str(k) for k in KS])
+        ax.minorticks_off()
         ax.set_xlabel("L0")
         ax.set_ylabel("CE recovered (vs mean ablation)")
         ax.set_title(f"{model}, layer {layer_of(model)}", fontsize=10)
@@ -227,10 +296,12 @@ def main() -> None:
     ns = p.parse_args()
     out = Path(ns.out)
     models = [m for m in ns.models.split(",") if m]
-    if not ns.report_only:
-        for model in models:
+    for model in models:
+        if not ns.report_only:
             build(out, model, ns.llm_features)
-    tables = report(out, [m for m in MODELS if (out / m).is_dir()])
+        if (out / model).is_dir():  # what exists, even part of a model's runs
+            print(f"kept {export(out, model)}")
+    tables = report(records())
     fill(HERE / "scaling.md", tables)
     print("\n\n".join(tables.values()))
 
