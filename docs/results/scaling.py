@@ -17,7 +17,7 @@ middle layer, from one cached harvest of the same 500k training tokens of the de
   search reuses the first one's proxy runs; a target no proxy reaches is kept as a result, with its curve).
 
 Runs go to OUT/<model>/...; what the tables need from them (result rows, wall times, peak memory, scores, the
-tune curve: a few kB) is kept in scaling/<model>.json beside this script, which is committed, and the tables in
+tune curves: tens of kB) is kept in scaling/<model>.json beside this script, which is committed, and the tables in
 scaling.md (between ``<!-- begin NAME -->`` markers) and scaling.png are rewritten from those records. So models
 run in different sessions, or on different machines, end up in one report. Every step resumes where it stopped:
 rerun to continue, one model at a time with --models if a session is short. ``--report-only`` runs nothing: it
@@ -52,6 +52,7 @@ HERE = Path(__file__).resolve().parent
 RECORDS = HERE / "scaling"  # one committed record per model: what the tables are written from
 MODELS = ["default", "qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m"]
 KINDS = {"transcoder": "transcoder", "skip-transcoder": "skip transcoder", "sae-mlp-out": "SAE, MLP-out"}
+ROW_KINDS = {"transcoder": "transcoder", "skip-transcoder": "skip transcoder", "sae": "SAE, MLP-out"}  # result rows' kinds
 KS = (16, 32, 64)
 TUNE_TARGETS = (0.9, 0.8)
 TOKENS, EVAL_TOKENS, STORE_TOKENS = 500_000, 8192, 65536
@@ -183,8 +184,8 @@ def report(recs: dict[str, dict]) -> dict[str, str]:
                        "|---|---|---:|---|---|---|"]
     for model, rec in recs.items():
         m, rows = NAMED_MODELS[model], rec["rows"]
-        for r in sorted(rows, key=lambda r: (r["sweep"], r["kind"], float(r["l0"]))):
-            kind = r["kind"] + (" (ReLU + L1)" if r["sweep"] == "relu" else "")
+        for r in sorted(rows, key=lambda r: (list(ROW_KINDS).index(r["kind"]), r["sweep"] == "relu", float(r["l0"]))):
+            kind = ROW_KINDS[r["kind"]] + (" (ReLU + L1)" if r["sweep"] == "relu" else "")
             tps = r["train_tokens_per_s"]
             t["faithfulness"].append(
                 f"| {model} | {r['layer']} | {kind} | {float(r['l0']):.1f} | {float(r['fvu']):.3f} | "
@@ -255,15 +256,15 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.8), squeeze=False)
     for ax, (model, rows) in zip(axes[0], curves.items()):
-        for i, kind in enumerate(sorted({r["kind"] for r in rows})):
+        for i, (kind, label) in enumerate(ROW_KINDS.items()):
             color = f"C{i}"
             pts = sorted((float(r["l0"]), float(r["ce_recovered_mean"])) for r in rows
                          if r["kind"] == kind and r["sweep"] == "topk")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, label=f"{kind} (TopK)")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=color, label=f"{label} (TopK)")
             relu = [(float(r["l0"]), float(r["ce_recovered_mean"])) for r in rows
                     if r["kind"] == kind and r["sweep"] == "relu"]
             if relu:
-                ax.plot(*zip(*relu), marker="x", ms=9, ls="", color=color, label=f"{kind} (ReLU + L1)")
+                ax.plot(*zip(*relu), marker="x", ms=9, ls="", color=color, label=f"{label} (ReLU + L1)")
         ax.set_xscale("log")
         ax.set_xticks(KS, [str(k) for k in KS])
         ax.minorticks_off()
