@@ -153,6 +153,8 @@ def export(out: Path, model: str) -> Path:
                 llm = interp_summary(con, f"local:{DEFAULT_LLM}")
             finally:
                 con.close()
+        if not res and not (llm and llm["features"]):
+            continue  # not scored yet
         rec["interp"][kind] = {"weights": res.get("weights", {}), "absorption": res.get("absorption", {}).get("mean", {}),
                                "topics": res.get("probing", {}).get("topics", {}).get("mean", {}),
                                "llm": llm if llm and llm["features"] else None}
