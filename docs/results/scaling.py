@@ -1,7 +1,7 @@
 """Across scale: every figure in scaling.md comes from this script.
 
     .venv/bin/python docs/results/scaling.py [--out runs/scaling] [--models default,qwen2.5-coder-0.5b-instruct,...]
-                                             [--llm-features 20] [--report-only]
+                                             [--llm-features 20] [--report-only] [--scores-only]
 
 For each model (the default, Qwen2.5-Coder-0.5B, Qwen2.5-Coder-1.5B; Gemma 3 270M as a second family), at its
 middle layer, from one cached harvest of the same 500k training tokens of the default corpus:
@@ -21,7 +21,9 @@ tune curves: tens of kB) is kept in scaling/<model>.json beside this script, whi
 scaling.md (between ``<!-- begin NAME -->`` markers) and scaling.png are rewritten from those records. So models
 run in different sessions, or on different machines, end up in one report. Every step resumes where it stopped:
 rerun to continue, one model at a time with --models if a session is short. ``--report-only`` runs nothing: it
-keeps what exists under OUT (if anything) and writes the tables from the records.
+keeps what exists under OUT (if anything) and writes the tables from the records. ``--scores-only``, for a model
+whose sweeps are recorded already but whose runs are gone (a fresh machine), trains only the k = 32 dictionaries
+(same harvest, same seeds: export checks that their rows reproduce the record's) and scores them.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def measured(record: Path, argv: list[str], *, may_refuse: bool = False) -> dict
     return out
 
 
-def build(out: Path, model: str, llm_features: int) -> None:
+def build(out: Path, model: str, llm_features: int, scores_only: bool = False) -> None:
     m, L = NAMED_MODELS[model], layer_of(model)
     if not (m.installed or m.converted):
         print(f"skipping {model}: not installed (`transcoders models --install {model}`)", file=sys.stderr)
@@ -88,10 +90,13 @@ def build(out: Path, model: str, llm_features: int) -> None:
     root.mkdir(parents=True, exist_ok=True)
     cache = str(root / "activations")
     base = ["--model", model, "--layers", str(L), *COMMON, "--cache-activations", cache]
-    measured(root / "sweep-topk.json", ["sweep", *base, "--activation", "topk", "--kinds", ",".join(KINDS),
-                                        "--ks", ",".join(map(str, KS)), "--out", str(root / "topk")])
-    measured(root / "sweep-relu.json", ["sweep", *base, "--activation", "relu", "--kinds", "transcoder,sae-mlp-out",
-                                        "--target-l0s", "32", "--out", str(root / "relu")])
+    topk = ["sweep", *base, "--activation", "topk", "--kinds", ",".join(KINDS), "--out", str(root / "topk")]
+    if scores_only:  # only the dictionaries the scores need; their rows must reproduce the record's (export says)
+        measured(root / "sweep-topk-k32.json", [*topk, "--ks", "32"])
+    else:
+        measured(root / "sweep-topk.json", [*topk, "--ks", ",".join(map(str, KS))])
+        measured(root / "sweep-relu.json", ["sweep", *base, "--activation", "relu", "--kinds",
+                                            "transcoder,sae-mlp-out", "--target-l0s", "32", "--out", str(root / "relu")])
     k32 = [str(r) for kind in KINDS for r in finished_runs(root / "topk" / f"{kind}-topk-k32")]
     measured(root / "features.json", ["features", *k32, "--tokens", str(STORE_TOKENS), "--quiet"])
     measured(root / "interp-nollm.json", ["interp", *k32, "--scores", "probing,absorption,weights", "--quiet"])
@@ -162,9 +167,32 @@ def export(out: Path, model: str) -> Path:
         tune = root / f"tune-{target}" / "tune.json"
         if tune.is_file():
             rec["tune"][str(target)] = json.loads(tune.read_text())
+    path = RECORDS / f"{model}.json"
+    if path.is_file():
+        rec = merged(json.loads(path.read_text()), rec)
     RECORDS.mkdir(exist_ok=True)
-    atomic_write_json(RECORDS / f"{model}.json", rec)
-    return RECORDS / f"{model}.json"
+    atomic_write_json(path, rec)
+    return path
+
+
+def merged(old: dict, new: dict) -> dict:
+    """A record grows across sessions: what ``new`` measured replaces the same row, step, score or tune target in
+    ``old``, and the rest of ``old`` stays (a fresh machine that retrains only the k = 32 dictionaries to score
+    them keeps the other rows). A re-measured row that differs from the recorded one is reported, so a record
+    never silently mixes two different dictionaries. Delete the record to start a model over."""
+    rows = {(r["sweep"], r["run"]): r for r in old["rows"]}
+    for r in new["rows"]:
+        was = rows.get((r["sweep"], r["run"]))
+        if was and any(abs(float(was[k]) - float(r[k])) > 1e-6 for k in ("l0", "fvu", "ce_recovered_mean")):
+            print(f"{new['model']}: {r['run']} re-measured differs from the record: CE recovered "
+                  f"{float(was['ce_recovered_mean']):.4f} -> {float(r['ce_recovered_mean']):.4f}, FVU "
+                  f"{float(was['fvu']):.4f} -> {float(r['fvu']):.4f}", file=sys.stderr)
+        rows[r["sweep"], r["run"]] = r
+    interp = dict(old["interp"])
+    for kind, scores in new["interp"].items():
+        interp[kind] = {field: value or interp.get(kind, {}).get(field) or value for field, value in scores.items()}
+    return {**new, "rows": list(rows.values()), "cost": {**old["cost"], **new["cost"]}, "interp": interp,
+            "tune": {**old["tune"], **new["tune"]}}
 
 
 def records() -> dict[str, dict]:
@@ -172,7 +200,7 @@ def records() -> dict[str, dict]:
     return {m: json.loads((RECORDS / f"{m}.json").read_text()) for m in MODELS if (RECORDS / f"{m}.json").is_file()}
 
 
-COST_STEPS = ("sweep-topk", "sweep-relu", "features", "interp-nollm", *(f"tune-{t}" for t in TUNE_TARGETS))
+COST_STEPS = ("sweep-topk", "sweep-relu", "sweep-topk-k32", "features", "interp-nollm", *(f"tune-{t}" for t in TUNE_TARGETS))
 
 
 def report(recs: dict[str, dict]) -> dict[str, str]:
@@ -296,12 +324,14 @@ def main() -> None:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--llm-features", type=int, default=20, help="features per k=32 dictionary for the LLM scores")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--scores-only", action="store_true",
+                   help="train only the k=32 dictionaries and score them (a model whose sweeps are recorded already)")
     ns = p.parse_args()
     out = Path(ns.out)
     models = [m for m in ns.models.split(",") if m]
     for model in models:
         if not ns.report_only:
-            build(out, model, ns.llm_features)
+            build(out, model, ns.llm_features, ns.scores_only)
         if (out / model).is_dir():  # what exists, even part of a model's runs
             print(f"kept {export(out, model)}")
     tables = report(records())
