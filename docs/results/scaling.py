@@ -23,7 +23,8 @@ run in different sessions, or on different machines, end up in one report. Every
 rerun to continue, one model at a time with --models if a session is short. ``--report-only`` runs nothing: it
 keeps what exists under OUT (if anything) and writes the tables from the records. ``--scores-only``, for a model
 whose sweeps are recorded already but whose runs are gone (a fresh machine), trains only the k = 32 dictionaries
-(same harvest, same seeds: export checks that their rows reproduce the record's) and scores them.
+(same harvest, same seeds) and scores them. Retraining is not bit-exact: on the default model the k = 32 rows
+moved by < 0.001 FVU and < 0.5 points of CE recovered; export prints every such difference and keeps the new rows.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def build(out: Path, model: str, llm_features: int, scores_only: bool = False) -
     cache = str(root / "activations")
     base = ["--model", model, "--layers", str(L), *COMMON, "--cache-activations", cache]
     topk = ["sweep", *base, "--activation", "topk", "--kinds", ",".join(KINDS), "--out", str(root / "topk")]
-    if scores_only:  # only the dictionaries the scores need; their rows must reproduce the record's (export says)
+    if scores_only:  # only the dictionaries the scores need; export reports where their rows differ from the record
         measured(root / "sweep-topk-k32.json", [*topk, "--ks", "32"])
     else:
         measured(root / "sweep-topk.json", [*topk, "--ks", ",".join(map(str, KS))])
