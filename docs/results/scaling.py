@@ -179,8 +179,8 @@ def export(out: Path, model: str) -> Path:
 def merged(old: dict, new: dict) -> dict:
     """A record grows across sessions: what ``new`` measured replaces the same row, step, score or tune target in
     ``old``, and the rest of ``old`` stays (a fresh machine that retrains only the k = 32 dictionaries to score
-    them keeps the other rows). A re-measured row that differs from the recorded one is reported, so a record
-    never silently mixes two different dictionaries. Delete the record to start a model over."""
+    them keeps the other rows). A re-measured row that differs from the recorded one is reported: the record then
+    holds the new dictionary's row beside the old sweep's others, and says so. Delete the record to start over."""
     rows = {(r["sweep"], r["run"]): r for r in old["rows"]}
     for r in new["rows"]:
         was = rows.get((r["sweep"], r["run"]))
@@ -190,8 +190,9 @@ def merged(old: dict, new: dict) -> dict:
                   f"{float(was['fvu']):.4f} -> {float(r['fvu']):.4f}", file=sys.stderr)
         rows[r["sweep"], r["run"]] = r
     interp = dict(old["interp"])
-    for kind, scores in new["interp"].items():
-        interp[kind] = {field: value or interp.get(kind, {}).get(field) or value for field, value in scores.items()}
+    for kind, scores in new["interp"].items():  # a score not measured this time (empty) keeps the recorded one
+        was = interp.get(kind, {})
+        interp[kind] = {field: value if value else was.get(field, value) for field, value in scores.items()}
     return {**new, "rows": list(rows.values()), "cost": {**old["cost"], **new["cost"]}, "interp": interp,
             "tune": {**old["tune"], **new["tune"]}}
 
