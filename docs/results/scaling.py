@@ -206,6 +206,7 @@ COST_STEPS = ("sweep-topk", "sweep-relu", "sweep-topk-k32", "features", "interp-
 
 
 def report(recs: dict[str, dict]) -> dict[str, str]:
+    """scaling.md's tables by marker name (faithfulness, cost, interp, guidelines, tune), from the records."""
     t: dict[str, list[str]] = {}
     t["faithfulness"] = ["| model | layer | dictionary | L0 | FVU | CE recovered | KL | dead | dense | train tok/s |",
                          "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -250,7 +251,6 @@ def report(recs: dict[str, dict]) -> dict[str, str]:
                                    f"tune's proxy runs ({tokens:,} tokens; L0 {', '.join(f'{l0:.0f}' for l0, _ in pc)}) |")
     tunes = recs.get("default", {}).get("tune", {})
     t["tune"] = [tune_line(target, tunes[target]) for target in sorted(tunes, key=float, reverse=True)]
-    plot({model: rec["rows"] for model, rec in recs.items()}, HERE / "scaling.png")
     return {name: "\n".join(rows) for name, rows in t.items()}
 
 
@@ -336,8 +336,10 @@ def main() -> None:
             build(out, model, ns.llm_features, ns.scores_only)
         if (out / model).is_dir():  # what exists, even part of a model's runs
             print(f"kept {export(out, model)}")
-    tables = report(records())
+    recs = records()
+    tables = report(recs)
     fill(HERE / "scaling.md", tables)
+    plot({model: rec["rows"] for model, rec in recs.items()}, HERE / "scaling.png")
     print("\n\n".join(tables.values()))
 
 
