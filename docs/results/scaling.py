@@ -104,7 +104,7 @@ def build(out: Path, model: str, llm_features: int, scores_only: bool = False) -
     if llm_features:
         measured(root / f"interp-llm-{llm_features}.json",
                  ["interp", *k32, "--scores", "llm", "--features", str(llm_features), "--quiet"])
-    if model == "default":
+    if model == "default" and not scores_only:  # tune trains its own dictionaries: not a score of the k = 32 ones
         for target in TUNE_TARGETS:  # one folder: the second search reuses the first one's proxy runs
             measured(root / f"tune-{target}.json", ["tune", "--model", model, "--layers", str(L), "--corpus",
                                                    "default", "--target-ce-recovered", str(target), "--tokens",
